@@ -1,0 +1,49 @@
+"""Small vectorised numerical kernels shared by ``labelcore.data`` and ``labelcore.prep``.
+
+Kept dependency-free (numpy only) and below both layers so that the synthetic survey
+(data layer) and the preprocessing layer use one implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+C_KMS = 299_792.458
+
+
+def interp_rows(x_new: np.ndarray, x: np.ndarray, y: np.ndarray, fill: float = np.nan
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of every row of ``y`` [N, P] (sampled at ``x`` [P]) at
+    ``x_new`` ([Q] shared or [N, Q] per row), fully vectorised (no loop over rows).
+
+    Returns ``(y_new, inside)`` where ``inside`` [N, Q] is False where ``x_new`` falls
+    outside ``x`` (those values are ``fill``). Also returns the index of the left neighbour
+    implicitly through :func:`interp_weights` for callers that need to carry masks.
+    """
+    i0, w, inside = interp_weights(x_new, x)
+    n = y.shape[0]
+    xn = np.broadcast_to(i0, (n, i0.shape[-1]))
+    wn = np.broadcast_to(w, (n, i0.shape[-1]))
+    y0 = np.take_along_axis(y, xn, axis=1)
+    y1 = np.take_along_axis(y, xn + 1, axis=1)
+    out = (1.0 - wn) * y0 + wn * y1
+    inside = np.broadcast_to(inside, out.shape)
+    return np.where(inside, out, fill), inside
+
+
+def interp_weights(x_new: np.ndarray, x: np.ndarray):
+    """Left-neighbour index, weight of the right neighbour and inside-flag for
+    linear interpolation of a function sampled on increasing ``x`` at ``x_new``."""
+    x_new = np.asarray(x_new, dtype=float)
+    frac = np.interp(x_new, x, np.arange(x.size, dtype=float), left=-1.0, right=x.size)
+    inside = (frac >= 0) & (frac <= x.size - 1)
+    fc = np.clip(frac, 0, x.size - 1 - 1e-9)
+    i0 = np.floor(fc).astype(np.intp)
+    w = fc - i0
+    return i0, w, inside
+
+
+def doppler_factor(rv_kms) -> np.ndarray:
+    """Relativistic Doppler factor lambda_obs / lambda_rest for radial velocity ``rv``."""
+    beta = np.asarray(rv_kms, dtype=float) / C_KMS
+    return np.sqrt((1.0 + beta) / (1.0 - beta))
