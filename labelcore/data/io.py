@@ -314,3 +314,13 @@ def write_labels(labels: Labels, path) -> Path:
 
 def read_labels(path, names) -> Labels:
     return Labels.from_frame(read_table(path), names)
+
+
+def read_spectra_meta(path) -> pd.DataFrame:
+    """Per-spectrum metadata and ids of a spectra file, without the flux arrays."""
+    with _open_spectra_file(path) as f:
+        meta = pd.DataFrame({c: (f["meta"][c].asstr()[:] if f["meta"][c].dtype.kind == "O"
+                                 else f["meta"][c][:]) for c in f["meta"]})
+        meta.insert(0, "obs_id", f["ids"].asstr()[:])
+    meta["row"] = np.arange(len(meta))
+    return meta

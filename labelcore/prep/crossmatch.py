@@ -1,0 +1,46 @@
+"""Cross-match survey tables by Gaia ``source_id`` (Guiglion 2020: RAVE x APOGEE by Gaia
+DR2 id; Horta 2024: APOGEE x GALAH)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labelcore.errors import EmptySelectionError, ValidationError
+
+
+def dedupe(df: pd.DataFrame, on="source_id", policy="best_snr", snr_col="snr") -> pd.DataFrame:
+    """One row per ``on`` value. ``policy``: ``best_snr`` keeps the highest-S/N row (repeat
+    observations), ``first`` the first row, ``error`` raises naming a duplicated id."""
+    dup = df[on].duplicated(keep=False) & df[on].notna()
+    if not dup.any():
+        return df
+    if policy == "error":
+        raise ValidationError(f"duplicate {on} {df.loc[dup, on].iloc[0]!r} ({int(dup.sum())} rows)")
+    if policy == "best_snr":
+        if snr_col not in df.columns:
+            raise ValidationError(f"policy best_snr needs column {snr_col!r}")
+        order = np.argsort(-df[snr_col].fillna(-np.inf).to_numpy(), kind="stable")
+        df = df.iloc[order]
+    out = df.drop_duplicates(subset=[on], keep="first")
+    return out.sort_index()
+
+
+def crossmatch(left: pd.DataFrame, right: pd.DataFrame, on="source_id",
+               suffixes=("", "_2"), duplicates="best_snr", how="inner") -> pd.DataFrame:
+    """Join two tables on ``on`` (rows with a missing id never match). Duplicated ids in
+    ``right`` are reduced by :func:`dedupe` first; ``left`` keeps all its rows (each
+    spectrum of a star gets the star's labels)."""
+    for name, df in (("left", left), ("right", right)):
+        if on not in df.columns:
+            raise ValidationError(f"{name} table has no cross-match column {on!r}")
+    r = dedupe(right[right[on].notna()], on, duplicates)
+    l = left[left[on].notna()] if how == "inner" else left
+    key_l = pd.to_numeric(l[on], errors="coerce").astype("Int64")
+    key_r = pd.to_numeric(r[on], errors="coerce").astype("Int64")
+    out = l.assign(**{on: key_l}).merge(r.assign(**{on: key_r}), on=on, how=how,
+                                         suffixes=suffixes)
+    if how == "inner" and out.empty:
+        raise EmptySelectionError(f"cross-match on {on!r} found no common star "
+                                  f"({len(l)} x {len(r)} rows)")
+    return out

@@ -1,0 +1,161 @@
+"""Training-set builder: spectra x labels (x photometry), cross-matched by Gaia source_id,
+with the papers' cuts applied and the number of stars after each cut reported.
+
+A :class:`TrainingSet` is saved as a folder (atomically)::
+
+    training_set.json   what was built: survey, set-up, label source, cuts, counts, names
+    spectra.h5          the selected spectra (labelcore HDF5 format)
+    table.parquet       the joined table: one row per spectrum, labels, photometry, meta
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from labelcore.data.containers import PHOT_BANDS, Labels, Spectra
+from labelcore.data.io import read_spectra, read_spectra_meta, read_table, write_spectra, write_table
+from labelcore.data.manifests import load_manifest
+from labelcore.errors import EmptySelectionError, ValidationError
+from labelcore.prep.crossmatch import crossmatch, dedupe
+from labelcore.prep.cuts import apply_cuts
+from labelcore.prep.photometry import photometry_matrix
+
+#: label sets of the three papers (canonical names)
+PAPER_LABELS = {
+    "guiglion2020": ["teff", "logg", "m_h", "fe_h", "alpha_m", "mg_fe", "si_fe", "al_fe", "ni_fe"],
+    "zhang2020": ["teff", "logg", "m_h", "alpha_m", "c_fe", "n_fe"],
+    "horta2024": ["teff", "logg", "fe_h", "c_fe", "n_fe", "o_fe", "mg_fe", "al_fe", "si_fe",
+                  "ca_fe", "mn_fe", "ni_fe"],
+}
+
+
+@dataclass
+class TrainingSet:
+    spectra: Spectra
+    labels: Labels
+    table: pd.DataFrame
+    counts: pd.DataFrame
+    photometry: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return self.spectra.n_spectra
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        tmp = path.parent / f".{path.name}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            write_spectra(self.spectra, tmp / "spectra.h5")
+            write_table(self.table, tmp / "table.parquet")
+            info = dict(self.info, label_names=self.labels.names, n=len(self),
+                        counts=self.counts.to_dict("records"),
+                        has_photometry=self.photometry is not None)
+            (tmp / "training_set.json").write_text(json.dumps(info, indent=2, default=str))
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path) -> TrainingSet:
+        path = Path(path)
+        info = json.loads((path / "training_set.json").read_text())
+        spectra = read_spectra(path / "spectra.h5")
+        table = read_table(path / "table.parquet")
+        labels = Labels.from_frame(table, info["label_names"], id_col="obs_id")
+        phot = photometry_matrix(table) if info.get("has_photometry") else None
+        return cls(spectra, labels, table, pd.DataFrame(info["counts"]), phot, info)
+
+
+def build_from_tables(spec_meta: pd.DataFrame, label_table: pd.DataFrame, load_rows,
+                      label_names, cuts=(), photometry=False, duplicates="best_snr",
+                      max_stars=None, seed=0, info=None) -> TrainingSet:
+    """Core builder. ``spec_meta`` has one row per spectrum with ``source_id``, ``snr`` and
+    ``row`` (index into the spectra store read by ``load_rows(sorted_rows) -> Spectra``);
+    ``label_table`` has canonical labels (``<name>``, ``<name>_err``) and ``source_id``."""
+    miss = [s for s in label_names if s not in label_table.columns]
+    if miss:
+        raise ValidationError(f"label table lacks label columns {miss}")
+    counts = [{"cut": "spectra", "passing": len(spec_meta), "remaining": len(spec_meta),
+               "skipped": False}]
+    sm = dedupe(spec_meta, "source_id", duplicates)
+    counts.append({"cut": f"one spectrum per star ({duplicates})", "passing": len(sm),
+                   "remaining": len(sm), "skipped": False})
+    joined = crossmatch(sm, label_table, suffixes=("_spec", ""))
+    counts.append({"cut": "cross-match on source_id", "passing": len(joined),
+                   "remaining": len(joined), "skipped": False})
+    sel, c2 = apply_cuts(joined, list(cuts))
+    c2 = c2.iloc[1:]
+    counts += c2.to_dict("records")
+    joined = joined[sel]
+    if photometry:
+        need = ["parallax", *PHOT_BANDS, "a_v"]
+        ok = joined[need].notna().all(axis=1) & (joined["parallax"] > 0)
+        joined = joined[ok]
+        counts.append({"cut": "photometry, parallax > 0 and A_V present", "passing": int(ok.sum()),
+                       "remaining": len(joined), "skipped": False})
+    if max_stars is not None and len(joined) > max_stars:
+        joined = joined.sample(n=max_stars, random_state=seed)
+        counts.append({"cut": f"random sample of {max_stars}", "passing": max_stars,
+                       "remaining": max_stars, "skipped": False})
+    if joined.empty:
+        raise EmptySelectionError("training set is empty after the cuts:\n"
+                                  + pd.DataFrame(counts).to_string(index=False))
+    joined = joined.sort_values("row").reset_index(drop=True)
+    spectra = load_rows(joined["row"].to_numpy())
+    errs = [f"{s}_err" for s in label_names]
+    lab = Labels(joined[label_names].to_numpy(float), list(label_names),
+                 joined[errs].to_numpy(float) if all(e in joined for e in errs) else None,
+                 ids=joined["obs_id"].to_numpy())
+    phot = photometry_matrix(joined) if photometry else None
+    return TrainingSet(spectra, lab, joined, pd.DataFrame(counts), phot, dict(info or {}))
+
+
+def build_training_set(survey_dir, setup="rave", label_source="catalogue", preset=None,
+                       cuts=None, label_names=None, photometry=False, max_stars=None,
+                       seed=0) -> TrainingSet:
+    """Training set from a synthetic-survey folder (see :mod:`labelcore.data.synth.survey`).
+
+    ``label_source``: ``catalogue`` (APOGEE-like labels) or ``galah`` (the second label
+    survey; photometry then comes from the catalogue). ``preset`` names a preset of the
+    ``synthetic`` manifest (e.g. ``guiglion2020``); ``cuts`` adds cuts of your own.
+    """
+    survey_dir = Path(survey_dir)
+    spath = survey_dir / f"spectra_{setup}.h5"
+    if not spath.exists():
+        raise FileNotFoundError(f"survey {survey_dir} has no spectra for set-up {setup!r}")
+    meta = read_spectra_meta(spath)
+    cat = read_table(survey_dir / "catalogue.parquet")
+    if label_source == "catalogue":
+        labels_tab = cat
+    elif label_source == "galah":
+        gal = read_table(survey_dir / "labels_galah.parquet")
+        keep = [c for c in cat.columns if c not in gal.columns or c == "source_id"]
+        labels_tab = gal.merge(cat[keep], on="source_id", how="left", suffixes=("", "_cat"))
+    else:
+        raise ValidationError(f"label_source must be 'catalogue' or 'galah'; got {label_source!r}")
+    all_cuts = []
+    if preset:
+        all_cuts += load_manifest("synthetic").preset(preset)["cuts"]
+    all_cuts += list(cuts or [])
+    if label_names is None:
+        label_names = PAPER_LABELS["guiglion2020"] if label_source == "catalogue" else \
+            ["teff", "logg", "fe_h", "mg_fe", "si_fe", "ca_fe", "al_fe", "o_fe"]
+    info = {"survey": str(survey_dir), "setup": setup, "label_source": label_source,
+            "preset": preset, "cuts": all_cuts}
+    return build_from_tables(meta, labels_tab, lambda rows: read_spectra(spath, rows),
+                             label_names, all_cuts, photometry, max_stars=max_stars, seed=seed,
+                             info=info)
