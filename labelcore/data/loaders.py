@@ -61,12 +61,21 @@ def _open_fits(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    import warnings
+
+    from astropy.utils.exceptions import AstropyUserWarning
+
     try:
-        hl = fits.open(path, memmap=False)
-        hl.verify("silentfix")
-        _ = [h.header for h in hl]  # force reading all headers: detects truncation
+        with warnings.catch_warnings():
+            # a truncated or damaged file is an error here, not a warning
+            warnings.simplefilter("error", AstropyUserWarning)
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            hl = fits.open(path, memmap=False)
+            for h in hl:  # read every HDU now: detects truncation before any use
+                _ = h.data
         return hl
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, IndexError, AstropyUserWarning,
+            fits.verify.VerifyWarning) as exc:
         raise FormatError(f"{path}: not a readable FITS file ({exc})") from exc
 
 

@@ -26,7 +26,7 @@ Model (a deliberately simple, documented caricature of the Galaxy):
   depends on age and [M/H]: main sequence (by a mass-like coordinate), sub-giant branch,
   red giant branch (luminosity function dN/dlogg ~ 10^(0.35 logg)), red clump (hotter
   than the RGB at its logg; blue horizontal branch for metal-poor stars) and a sparse
-  upper RGB/AGB. RGB: Teff = 4680 + 390 (logg - 2.5) - 260 [M/H] + 45 (logg-2.5)^2.
+  upper RGB/AGB. RGB: Teff = 4700 + 440 (logg - 2.5) - 40 (logg - 2.5)^2 - 260 [M/H].
   These reproduce the shape of the APOGEE DR12 giants (checked against
   ``shared/realdata/apogee_dr12_labels``, see tests/data/test_synth.py).
 * **Photometry** from luminosity (L ~ M Teff^4 / g), a Teff-dependent bolometric
@@ -66,7 +66,7 @@ PHASES = ("ms", "sgb", "rgb", "rc", "agb")
 def rgb_teff(logg, m_h):
     """Teff of the red giant branch at ``logg`` and ``m_h`` (calibrated on APOGEE DR12)."""
     x = np.asarray(logg) - 2.5
-    return 4680.0 + 390.0 * x + 45.0 * x**2 - 260.0 * np.asarray(m_h)
+    return 4700.0 + 440.0 * x - 40.0 * x**2 - 260.0 * np.asarray(m_h)
 
 
 def salaris_m_h(fe_h, alpha_fe):
@@ -117,7 +117,7 @@ def _draw_phase(rng, n, comp, age, m_h):
     teff[ms] = t0 + u * (teff_to[ms] - t0)
     evol = rng.random(ms.sum()) * u**3  # main-sequence broadening towards the turn-off
     logg[ms] = 4.72 - 0.30 * u**1.6 - 0.25 * evol + 0.04 * m_h[ms]
-    logg[ms] = np.minimum(logg[ms], 4.75)
+    logg[ms] = np.minimum(logg[ms] + rng.normal(0, 0.05, ms.sum()), 4.8)
     teff[ms] -= 150.0 * evol
     mass[ms] = 0.55 + u * (mass_to[ms] - 0.55)
 
@@ -139,13 +139,13 @@ def _draw_phase(rng, n, comp, age, m_h):
 
     rc = phase == 3
     mrc = m_h[rc]
-    logg[rc] = 2.42 + 0.05 * mrc + rng.normal(0, 0.07, rc.sum())
+    logg[rc] = 2.50 + 0.05 * mrc + rng.normal(0, 0.07, rc.sum())
     teff[rc] = 4790.0 - 230.0 * mrc
     # metal-poor core-He burners spread on to a (blue) horizontal branch
     hb = mrc < -0.9
     teff[rc] = np.where(hb, 5100.0 + rng.random(rc.sum()) * 1400.0 * np.clip(-0.9 - mrc, 0, 1.2),
                         teff[rc])
-    logg[rc] = np.where(hb, 2.4 + 0.00025 * (teff[rc] - 5100.0), logg[rc])
+    logg[rc] = np.where(hb, 2.45 + 0.00025 * (teff[rc] - 5100.0), logg[rc])
     mass[rc] = mass_to[rc] * 0.92
 
     agb = phase == 4
@@ -153,7 +153,7 @@ def _draw_phase(rng, n, comp, age, m_h):
     teff[agb] = rgb_teff(logg[agb], m_h[agb]) + 90.0
     mass[agb] = mass_to[agb] * 0.85
 
-    teff += rng.normal(0, 35.0, n)
+    teff += rng.normal(0, 35.0, n) * np.where(phase >= 2, 1.4, 1.0)
     logg += rng.normal(0, 0.03, n)
     mass = np.clip(mass, 0.5, 3.0)
     # microturbulence (APOGEE-like calibration): grows up the giant branch

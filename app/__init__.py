@@ -1,0 +1,1 @@
+"""Panel dashboards for labelcore. UI only: every number comes from ``labelcore``."""

@@ -1,0 +1,1 @@
+"""One module per page; each page is a ``pn.viewable.Viewer`` usable in a notebook."""

@@ -1,0 +1,165 @@
+"""Catalogue page: Kiel diagram and [alpha/M] vs [M/H] of a whole catalogue, rendered
+server-side with datashader (millions of stars), coloured by any column, filtered by
+Galactic component / evolutionary phase, with linked box selection and exports."""
+
+from __future__ import annotations
+
+import io
+
+import datashader as ds
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from holoviews.operation.datashader import dynspread, rasterize
+
+from labelcore.data.io import write_fits_table
+
+hv.extension("bokeh", logo=False)
+
+LABEL_TITLES = {"teff": "Teff [K]", "logg": "log g [dex]", "m_h": "[M/H] [dex]",
+                "alpha_m": "[α/M] [dex]", "fe_h": "[Fe/H] [dex]"}
+CMAPS = ["viridis", "inferno", "fire", "coolwarm", "kbc", "Spectral_r"]
+
+
+class CataloguePage(pn.viewable.Viewer):
+    """Kiel and [alpha/M]-[M/H] planes of a catalogue.
+
+    Parameters
+    ----------
+    table : DataFrame with at least ``teff, logg, m_h, alpha_m``.
+    """
+
+    color_by = param.Selector(default="density", objects=["density"], doc="Colour by column")
+    cmap = param.Selector(default="viridis", objects=CMAPS)
+    components = param.ListSelector(default=[], objects=[])
+    phases = param.ListSelector(default=[], objects=[])
+    min_snr = param.Number(default=0.0, bounds=(0, 500), doc="Minimum S/N (APOGEE-like)")
+
+    def __init__(self, table: pd.DataFrame, title: str = "Catalogue", **params):
+        need = ["teff", "logg", "m_h", "alpha_m"]
+        miss = [c for c in need if c not in table.columns]
+        if miss:
+            raise ValueError(f"catalogue table lacks columns {miss}")
+        super().__init__(**params)
+        self.title = title
+        self.table = table
+        numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])
+                   and not c.endswith("_err") and c not in ("source_id",)]
+        self.param.color_by.objects = ["density", *numeric]
+        for name in ("components", "phases"):
+            col = "component" if name == "components" else "phase"
+            vals = list(table[col].cat.categories) if col in table and hasattr(
+                table[col], "cat") else []
+            self.param[name].objects = vals
+            setattr(self, name, vals)
+        self.selection = hv.link_selections.instance()
+        self._download_fmt = pn.widgets.Select(name="Format", options=["parquet", "csv", "fits"],
+                                               value="parquet", width=110)
+        self._download = pn.widgets.FileDownload(callback=self._export, filename="catalogue.parquet",
+                                                 label="Export selection", button_type="primary",
+                                                 width=180)
+        self._download_fmt.param.watch(
+            lambda e: setattr(self._download, "filename", f"catalogue.{e.new}"), "value")
+
+    # ------------------------------------------------------------------ data
+    def filtered(self) -> pd.DataFrame:
+        df = self.table
+        m = np.ones(len(df), bool)
+        if "component" in df and self.components is not None:
+            m &= df["component"].isin(self.components).to_numpy()
+        if "phase" in df and self.phases is not None:
+            m &= df["phase"].isin(self.phases).to_numpy()
+        if self.min_snr > 0 and "snr_apogee" in df:
+            m &= (df["snr_apogee"].fillna(0) >= self.min_snr).to_numpy()
+        return df[m]
+
+    def counts_text(self) -> str:
+        return f"**{len(self.filtered()):,}** of {len(self.table):,} stars shown"
+
+    # ------------------------------------------------------------------ plots
+    def _aggregator(self):
+        return ds.count() if self.color_by == "density" else ds.mean(self.color_by)
+
+    def _plane(self, df, x, y, xr, yr, invert):
+        vdims = [] if self.color_by == "density" else [self.color_by]
+        pts = hv.Points(df, kdims=[x, y], vdims=vdims)
+        r = rasterize(pts, aggregator=self._aggregator(), x_range=xr, y_range=yr,
+                      width=450, height=400)
+        clabel = "stars per pixel" if self.color_by == "density" else self.color_by
+        opts = dict(cmap=self.cmap, colorbar=True, clabel=clabel, tools=["hover", "box_select"],
+                    xlabel=LABEL_TITLES.get(x, x), ylabel=LABEL_TITLES.get(y, y),
+                    invert_xaxis=invert, invert_yaxis=invert, responsive=True, min_height=380,
+                    cnorm="eq_hist" if self.color_by == "density" else "linear",
+                    bgcolor="white", default_tools=["pan", "wheel_zoom", "reset", "save"])
+        return dynspread(r, threshold=0.6, max_px=2).opts(**opts)
+
+    @param.depends("color_by", "cmap", "components", "phases", "min_snr")
+    def plots(self):
+        df = self.filtered()
+        if df.empty:
+            return pn.pane.Alert("No star passes the current filters.", alert_type="warning")
+        kiel = self._plane(df, "teff", "logg", (3300, 7000), (-0.3, 5.3), True).opts(
+            title="Kiel diagram")
+        chem = self._plane(df, "m_h", "alpha_m", (-2.6, 0.8), (-0.2, 0.5), False).opts(
+            title="[α/M] vs [M/H]")
+        return pn.pane.HoloViews(self.selection(kiel + chem).cols(2), sizing_mode="stretch_width")
+
+    @param.depends("components", "phases", "min_snr")
+    def _counts(self):
+        return pn.pane.Markdown(self.counts_text())
+
+    # ------------------------------------------------------------------ export
+    def selected(self) -> pd.DataFrame:
+        df = self.filtered()
+        expr = self.selection.selection_expr
+        if expr is not None:
+            try:
+                mask = np.asarray(expr.apply(df), bool)
+                df = df[mask]
+            except Exception:  # a selection on dims the table lacks: export the filter
+                pass
+        return df
+
+    def _export(self):
+        df = self.selected()
+        fmt = self._download_fmt.value
+        buf = io.BytesIO()
+        if fmt == "parquet":
+            df.to_parquet(buf, index=False)
+        elif fmt == "csv":
+            buf.write(df.to_csv(index=False).encode())
+        else:
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as d:
+                p = Path(d) / "catalogue.fits"
+                write_fits_table(df, p)
+                buf.write(p.read_bytes())
+        buf.seek(0)
+        return buf
+
+    # ------------------------------------------------------------------ layout
+    def controls(self):
+        return pn.Column(
+            pn.widgets.Select.from_param(self.param.color_by, name="Colour by"),
+            pn.widgets.Select.from_param(self.param.cmap, name="Colour map"),
+            pn.widgets.CheckButtonGroup.from_param(self.param.components, name="Component"),
+            pn.widgets.MultiChoice.from_param(self.param.phases, name="Phase"),
+            pn.widgets.FloatSlider.from_param(self.param.min_snr, name="Min S/N (APOGEE)"),
+            self._counts,
+            pn.Row(self._download_fmt, self._download),
+            width=300,
+        )
+
+    def __panel__(self):
+        return pn.Row(self.controls(), pn.panel(self.plots, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
+
+    def template(self):
+        tpl = pn.template.FastListTemplate(title=f"labelcore — {self.title}",
+                                           sidebar=[self.controls()], main=[self.plots],
+                                           accent="#2f5f8a")
+        return tpl

@@ -1,0 +1,143 @@
+"""Command line: ``labelcore synth | build-training-set | info | manifests``.
+
+Every command prints what it did and exits non-zero with a one-line message on bad
+input (no traceback for user errors)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from labelcore.errors import LabelcoreError
+
+
+def _progress(frac, msg):
+    print(f"  [{frac * 100:5.1f}%] {msg}", flush=True)
+
+
+def cmd_synth(a) -> int:
+    from labelcore.data.synth.survey import DEFAULT_PARAMS, default_data_dir, ensure_survey, make_survey
+
+    if a.default:
+        t = time.perf_counter()
+        path = ensure_survey(Path(a.out) if a.out else None)
+        print(f"default survey ready at {path} ({time.perf_counter() - t:.1f} s)")
+        return 0
+    out = Path(a.out) if a.out else default_data_dir() / "survey"
+    n_spec = dict(DEFAULT_PARAMS["n_spectra"])
+    for setup in ("rave", "lamost", "apogee"):
+        v = getattr(a, f"n_{setup}")
+        if v is not None:
+            n_spec[setup] = v
+    t = time.perf_counter()
+    info = make_survey(out, n_catalogue=a.n_stars, n_spectra=n_spec, seed=a.seed,
+                       normalised=not a.raw, rest_frame=not a.raw, progress=_progress)
+    dt = time.perf_counter() - t
+    print(f"wrote {out}: {info['n_catalogue']} stars, observations {info['n_observations']}, "
+          f"{info['n_label_survey']} label-survey rows in {dt:.1f} s")
+    for k, v in info["timings"].items():
+        print(f"  {k}: {v:.1f}")
+    return 0
+
+
+def cmd_build(a) -> int:
+    from labelcore.prep.training import PAPER_LABELS, build_training_set
+
+    names = a.labels.split(",") if a.labels else None
+    if names and len(names) == 1 and names[0] in PAPER_LABELS:
+        names = PAPER_LABELS[names[0]]
+    cuts = [json.loads(c) for c in (a.cut or [])]
+    ts = build_training_set(a.survey, a.setup, a.label_source, a.preset, cuts, names,
+                            a.photometry, a.max_stars, a.seed)
+    print(ts.counts.to_string(index=False))
+    ts.save(a.out)
+    print(f"saved training set of {len(ts)} spectra x {len(ts.labels.names)} labels to {a.out}")
+    return 0
+
+
+def cmd_info(a) -> int:
+    p = Path(a.path)
+    if p.is_dir() and (p / "survey.json").exists():
+        print((p / "survey.json").read_text())
+    elif p.is_dir() and (p / "training_set.json").exists():
+        info = json.loads((p / "training_set.json").read_text())
+        print(json.dumps({k: v for k, v in info.items() if k != "counts"}, indent=2))
+    elif p.suffix in (".h5", ".hdf5"):
+        from labelcore.data.io import spectra_info
+
+        print(json.dumps(spectra_info(p), indent=2, default=str))
+    elif p.suffix == ".parquet":
+        from labelcore.data.io import read_table
+
+        df = read_table(p)
+        print(f"{len(df)} rows x {len(df.columns)} columns")
+        print(df.describe().T.to_string())
+    elif p.suffix in (".fits", ".fit"):
+        from astropy.io import fits
+
+        with fits.open(p) as hl:
+            hl.info()
+    else:
+        raise LabelcoreError(f"don't know how to describe {p}")
+    return 0
+
+
+def cmd_manifests(a) -> int:
+    from labelcore.data.manifests import list_manifests, load_manifest
+
+    for name in list_manifests():
+        m = load_manifest(name)
+        print(f"{name:14s} {m.survey} {m.release}: products {sorted(m.products)}; "
+              f"presets {sorted(m.presets)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labelcore", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("synth", help="generate a synthetic survey")
+    s.add_argument("--out", help="output folder")
+    s.add_argument("--default", action="store_true",
+                   help="make (or reuse the cached) embedded default survey")
+    s.add_argument("--n-stars", type=int, default=200_000)
+    s.add_argument("--n-rave", type=int)
+    s.add_argument("--n-lamost", type=int)
+    s.add_argument("--n-apogee", type=int)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--raw", action="store_true",
+                   help="un-normalised, observed-frame spectra (exercise continuum and RV steps)")
+    s.set_defaults(fn=cmd_synth)
+    b = sub.add_parser("build-training-set", help="cross-match, cut and save a training set")
+    b.add_argument("survey", help="survey folder made by `labelcore synth`")
+    b.add_argument("--out", required=True)
+    b.add_argument("--setup", default="rave", choices=["rave", "lamost", "apogee"])
+    b.add_argument("--label-source", default="catalogue", choices=["catalogue", "galah"])
+    b.add_argument("--preset", help="preset of the synthetic manifest, e.g. guiglion2020")
+    b.add_argument("--cut", action="append", help='extra cut as JSON, e.g. \'{"column": "teff", "op": "<", "value": 5500}\'')
+    b.add_argument("--labels", help="comma-separated names or a paper key (guiglion2020, zhang2020, horta2024)")
+    b.add_argument("--photometry", action="store_true")
+    b.add_argument("--max-stars", type=int)
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(fn=cmd_build)
+    i = sub.add_parser("info", help="describe a survey, training set, spectra or table file")
+    i.add_argument("path")
+    i.set_defaults(fn=cmd_info)
+    m = sub.add_parser("manifests", help="list survey manifests and their presets")
+    m.set_defaults(fn=cmd_manifests)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (LabelcoreError, FileNotFoundError, ValueError) as exc:
+        print(f"labelcore {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
