@@ -66,9 +66,11 @@ class LineModel:
         self.sigma_inst = sig
         self.gauss = np.exp(-0.5 * (d / sig[:, None]) ** 2)
         self.gauss[np.abs(d) > 6 * sig[:, None]] = 0.0
-        # damping half-widths (km/s): hydrogen (Stark) 300, Ca II H&K 400, others 60
+        # damping half-widths (km/s): Balmer (Stark) 300, the higher Paschen/Brackett
+        # members 120, Ca II H&K 400, other strong lines 60
         hk = np.array([sp == "Ca2" for sp in self.species]) & (self.lam < 4000)
-        gam_kms = np.where(self.is_h, 300.0, np.where(hk, 400.0, 60.0))
+        h_kms = np.where(self.lam > 8000, 120.0, 300.0)
+        gam_kms = np.where(self.is_h, h_kms, np.where(hk, 400.0, 60.0))
         gam = np.maximum(sig, self.lam * gam_kms / C_KMS)
         self.gamma = gam
         lor = 1.0 / (1.0 + (d / gam[:, None]) ** 2)
