@@ -16,7 +16,9 @@ def dedupe(df: pd.DataFrame, on="source_id", policy="best_snr", snr_col="snr") -
     if not dup.any():
         return df
     if policy == "error":
-        raise ValidationError(f"duplicate {on} {df.loc[dup, on].iloc[0]!r} ({int(dup.sum())} rows)")
+        v = df.loc[dup, on].iloc[0]
+        v = int(v) if isinstance(v, (float, np.floating)) and float(v).is_integer() else v
+        raise ValidationError(f"duplicate {on} {v} ({int(dup.sum())} rows)")
     if policy == "best_snr":
         if snr_col not in df.columns:
             raise ValidationError(f"policy best_snr needs column {snr_col!r}")
