@@ -55,10 +55,10 @@ class CataloguePage(pn.viewable.Viewer):
             self.param[name].objects = vals
             setattr(self, name, vals)
         self.selection = hv.link_selections.instance()
-        self._download_fmt = pn.widgets.Select(name="Format", options=["parquet", "csv", "fits"],
+        self._download_fmt = pn.widgets.Select(label="Format", options=["parquet", "csv", "fits"],
                                                value="parquet", width=110)
         self._download = pn.widgets.FileDownload(callback=self._export, filename="catalogue.parquet",
-                                                 label="Export selection", button_type="primary",
+                                                 label="Export selection", color="primary",
                                                  width=180)
         self._download_fmt.param.watch(
             lambda e: setattr(self._download, "filename", f"catalogue.{e.new}"), "value")

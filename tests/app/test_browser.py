@@ -1,0 +1,84 @@
+"""The served app in Debian's chromium (headless, driven by Playwright): the catalogue page
+renders its datashader Kiel diagram and [alpha/M]-[M/H] plane."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(small_survey):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    port = _free_port()
+    env = dict(os.environ, LABELCORE_SURVEY=str(small_survey))
+    panel = Path(sys.executable).parent / "panel"
+    proc = subprocess.Popen(
+        [str(panel), "serve", str(ROOT / "app" / "main.py"), "--address", "127.0.0.1",
+         "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/main"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url, timeout=5).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("panel serve did not come up: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_catalogue_page_renders_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server, wait_until="domcontentloaded", timeout=120_000)
+        page.wait_for_selector("text=Colour by", timeout=120_000)
+        # bokeh canvases (shadow DOM is pierced by Playwright's CSS engine)
+        page.wait_for_function("document.querySelector('body') !== null", timeout=60_000)
+        deadline = time.time() + 90
+        while page.locator("canvas").count() < 2 and time.time() < deadline:
+            time.sleep(1)
+        assert page.locator("canvas").count() >= 2
+        time.sleep(4)  # let bokeh paint the rasterized images
+        shot = tmp_path / "catalogue.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert page.locator("text=Colour by").count() >= 1
+        browser.close()
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    # datashaded points: many coloured (non-grey) pixels in the plot area
+    sat = img.max(axis=2) - img.min(axis=2)
+    assert (sat > 60).sum() > 5000
+    out = os.environ.get("LABELCORE_SCREENSHOT")
+    if out:
+        Image.open(shot).save(out)
