@@ -200,7 +200,8 @@ class LabelMethod:
             raise ValidationError(f"{path}: not a saved labelcore model ({exc})") from exc
         if doc.get("format") != cls._format:
             raise ValidationError(f"{path}: holds a {doc.get('class')} model, not a {cls.__name__}")
-        obj = cls(**doc["params"])
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
+        obj = cls(**params)
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         obj.label_names_ = list(doc["label_names"])

@@ -438,18 +438,17 @@ class Lux(LabelMethod):
         var = np.einsum("mp,npm->nm", self.A_, X)
         return y, np.sqrt(np.maximum(var, 0)) * self.label_scale_
 
-    def predict_spectra(self, labels, *, label_err=None, omega=None):
-        """Emulator (paper section 4.3, reverse): z from labels at fixed A, spectra = B z.
-        With P > M the latents are under-determined by the labels alone; the L2 term
-        (``omega``, default the training Omega) picks the solution."""
+    def predict_spectra(self, labels, *, label_err=None):
+        """Emulator (paper section 4.3, reverse direction): latents from labels at fixed A,
+        then spectra = B z. With P > M the labels alone under-determine the latents; the
+        same prior as the test step (``test_prior``) picks the solution, so with the
+        default the result is the expected spectrum of a star with those labels."""
         self._check_fitted()
         y, ye, _ = self._label_arrays(labels, label_err, self.label_names_)
         yt = (y - self.label_center_) / self.label_scale_
         et = np.full_like(yt, 0.1) if ye is None else ye / self.label_scale_
         wl = np.where(np.isnan(yt), 0.0, 1.0 / et**2)
-        om = self.omega_ if omega is None else float(omega)
-        g, b = _gram(wl, np.nan_to_num(yt), self.A_)
-        Z = _solve(g, b, 2.0 * max(om, 1e-6))
+        Z = self._test_latents(np.nan_to_num(yt), wl, self.A_, (self.z_mean_, self.z_precision_))
         return Z @ self.B_.T
 
     def reduced_chi2(self, flux, *, flux_err=None):
