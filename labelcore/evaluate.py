@@ -1,0 +1,65 @@
+"""Evaluation: bias and scatter per label (overall and in S/N bins), the error model of
+SLAM's Table 1, learning-curve tables. Pure numpy/pandas: the app plots these."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import curve_fit
+
+from labelcore.errors import ValidationError
+
+SNR_BINS = (5, 20, 40, 60, 80, 100, 120, np.inf)
+
+
+def bias_scatter(pred, truth, names, snr=None, bins=SNR_BINS) -> pd.DataFrame:
+    """Bias (mean residual) and scatter (std) per label, overall (``snr_lo = nan``) and per
+    S/N bin when ``snr`` is given (SLAM eqs. 9-10; NaN truths are skipped)."""
+    pred = np.asarray(pred, float)
+    truth = np.asarray(truth, float)
+    if pred.shape != truth.shape or pred.ndim != 2 or pred.shape[1] != len(names):
+        raise ValidationError(f"pred {pred.shape} and truth {truth.shape} must be [N, {len(names)}]")
+    rows = []
+
+    def add(sel, lo, hi):
+        for j, n in enumerate(names):
+            r = pred[sel, j] - truth[sel, j]
+            r = r[np.isfinite(r)]
+            rows.append({"label": n, "snr_lo": lo, "snr_hi": hi, "n": r.size,
+                         "bias": r.mean() if r.size else np.nan,
+                         "scatter": r.std(ddof=1) if r.size > 1 else np.nan})
+
+    add(np.ones(len(pred), bool), np.nan, np.nan)
+    if snr is not None:
+        snr = np.asarray(snr, float)
+        for lo, hi in zip(bins[:-1], bins[1:]):
+            add((snr >= lo) & (snr < hi), lo, hi)
+    return pd.DataFrame(rows)
+
+
+def _model(s, a, b, c):
+    return a * np.exp(-b * s) + c
+
+
+def fit_error_model(snr, resid, bins=SNR_BINS, min_count=10) -> dict:
+    """Fit sigma(S/N) = a exp(-b S/N) + c (Zhang et al. 2020, Table 1) to the scatter of
+    ``resid`` [N] in S/N bins (bin centre = median S/N of its stars). Returns a, b, c and
+    the binned points."""
+    snr = np.asarray(snr, float)
+    resid = np.asarray(resid, float)
+    xs, ys = [], []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        m = (snr >= lo) & (snr < hi) & np.isfinite(resid)
+        if m.sum() >= min_count:
+            xs.append(np.median(snr[m]))
+            ys.append(np.std(resid[m], ddof=1))
+    if len(xs) < 3:
+        raise ValidationError(f"need >= 3 S/N bins with >= {min_count} stars to fit a exp(-b S/N) + c")
+    xs, ys = np.array(xs), np.array(ys)
+    p0 = (max(ys[0] - ys[-1], 1e-6) * np.exp(0.05 * xs[0]), 0.05, max(ys.min(), 1e-9))
+    popt, _ = curve_fit(_model, xs, ys, p0=p0, bounds=([0, 0, 0], [np.inf, 5, np.inf]), maxfev=20000)
+    return {"a": float(popt[0]), "b": float(popt[1]), "c": float(popt[2]), "snr": xs, "scatter": ys}
+
+
+def error_from_snr(snr, model: dict):
+    return _model(np.asarray(snr, float), model["a"], model["b"], model["c"])

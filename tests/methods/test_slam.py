@@ -1,0 +1,132 @@
+"""SLAM known-answer tests."""
+
+import numpy as np
+import pytest
+
+from labelcore.errors import ValidationError
+from labelcore.evaluate import bias_scatter, error_from_snr, fit_error_model
+from labelcore.methods import SLAM
+
+NAMES = ("teff", "logg", "fe_h")
+
+
+@pytest.fixture(scope="module")
+def data():
+    from labelcore.data.synth.datasets import labelled_set
+
+    return labelled_set("rave", 900, seed=5, label_names=NAMES, snr=200, sky_fraction=0.05)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return SLAM(n_folds=3).fit(data.flux[:700], data.labels[:700], flux_err=data.flux_err[:700],
+                               label_names=NAMES, wave=data.wave)
+
+
+def test_recovers_labels_at_high_snr(model, data):
+    d = model.predict_details(data.flux[700:], flux_err=data.flux_err[700:])
+    r = d["labels"] - data.truth[700:]
+    assert np.std(r[:, 0]) < 110 and abs(np.mean(r[:, 0])) < 25
+    assert np.std(r[:, 1]) < 0.3 and abs(np.mean(r[:, 1])) < 0.06
+    assert np.std(r[:, 2]) < 0.08 and abs(np.mean(r[:, 2])) < 0.02
+    assert d["converged"].mean() > 0.95
+    assert np.all(d["errors"] > 0) and np.all(np.isfinite(d["rmse"]))
+    # the maximum-likelihood fit improves on the best-matching training spectrum
+    r0 = d["initial"] - data.truth[700:]
+    assert np.std(r[:, 0]) < np.std(r0[:, 0])
+
+
+def test_per_pixel_hyperparameters_and_diagnostics(model):
+    P = model.n_pixels_
+    assert model.C_.shape == (P,) and model.gamma_.shape == (P,)
+    assert set(np.unique(model.C_)) <= set(model.C_grid)
+    assert model.cv_mse_grid_.shape == (P, 5, 5)
+    # the chosen point is the grid minimum of CV MSE at every pixel
+    np.testing.assert_allclose(model.cv_mse_, model.cv_mse_grid_.reshape(P, -1).min(1))
+    # pixels inside strong lines are modelled far better than pure-noise continuum
+    line = np.argmin(np.abs(model.wave_ - 8542.09))
+    assert model.cv_mse_[line] < 0.2 < np.median(model.cv_mse_[model.mse_ > np.percentile(model.mse_, 90)])
+    assert np.all(np.abs(model.cv_md_) < 0.1)
+
+
+def test_bad_pixels_are_ignored(data):
+    f = data.flux[:300].copy()
+    e = data.flux_err[:300].copy()
+    rng = np.random.default_rng(0)
+    bad = rng.random(f.shape) < 0.03
+    a = SLAM(n_folds=3, C_grid=(10.0,), gamma_grid=(0.01,)).fit(np.where(bad, np.nan, f), data.labels[:300],
+                                                                flux_err=e)
+    b = SLAM(n_folds=3, C_grid=(10.0,), gamma_grid=(0.01,)).fit(np.where(bad, 1e5, f), data.labels[:300],
+                                                                flux_err=np.where(bad, np.inf, e))
+    t = data.flux[800:820].copy()
+    tb = rng.random(t.shape) < 0.05
+    pa = a.predict(np.where(tb, np.nan, t), flux_err=data.flux_err[800:820])
+    pb = b.predict(np.where(tb, -7.0, t), flux_err=np.where(tb, 0.0, data.flux_err[800:820]))
+    np.testing.assert_allclose(pa, pb, rtol=1e-5)
+    assert np.isfinite(pa).all()
+
+
+def test_save_load_identical(model, data, tmp_path):
+    model.save(tmp_path / "slam")
+    back = SLAM.load(tmp_path / "slam")
+    np.testing.assert_array_equal(back.predict(data.flux[700:720], flux_err=data.flux_err[700:720]),
+                                  model.predict(data.flux[700:720], flux_err=data.flux_err[700:720]))
+    np.testing.assert_array_equal(back.C_, model.C_)
+
+
+def test_cods_find_the_pixels_of_each_label():
+    """Toy spectra: pixels 0-9 depend on label a only, 10-19 on b only, 20-29 on nothing."""
+    rng = np.random.default_rng(3)
+    n = 240
+    y = rng.uniform(-1, 1, (n, 2))
+    f = np.empty((n, 30))
+    f[:, :10] = np.sin(2 * y[:, :1]) + 0.05 * rng.standard_normal((n, 10))
+    f[:, 10:20] = y[:, 1:] ** 2 + 0.3 * y[:, 1:] + 0.05 * rng.standard_normal((n, 10))
+    f[:, 20:] = 0.05 * rng.standard_normal((n, 10))
+    m = SLAM(n_folds=3).fit(f, y, label_names=["a", "b"])
+    c = m.cods(f, y)
+    assert c["full"][:20].min() > 0.8 and c["full"][20:].max() < 0.2
+    assert c["a"][:10].min() > 0.8 and c["a"][10:20].max() < 0.1
+    assert c["b"][10:20].min() > 0.8 and c["b"][:10].max() < 0.1
+    np.testing.assert_allclose(c["a"] + c["b"], c["full"], atol=1e-9)
+
+
+def test_error_model_and_bias_scatter():
+    rng = np.random.default_rng(1)
+    snr = rng.uniform(5, 150, 20000)
+    sig = 80 * np.exp(-0.04 * snr) + 30
+    resid = rng.normal(0, sig)
+    fit = fit_error_model(snr, resid, bins=np.arange(5, 160, 10))
+    assert fit["a"] == pytest.approx(80, rel=0.15) and fit["b"] == pytest.approx(0.04, rel=0.2)
+    assert fit["c"] == pytest.approx(30, rel=0.1)
+    assert error_from_snr(100, fit) == pytest.approx(80 * np.exp(-4) + 30, rel=0.05)
+    t = bias_scatter(resid[:, None] + 5000, np.full((20000, 1), 5000.0), ["teff"], snr)
+    overall = t[t["snr_lo"].isna()].iloc[0]
+    assert abs(overall["bias"]) < 2 and overall["n"] == 20000
+    assert t[t["snr_lo"] == 5]["scatter"].iloc[0] > t[t["snr_lo"] == 100]["scatter"].iloc[0]
+
+
+def test_training_set_cleaning_drops_outliers(data):
+    y = data.truth[:400].copy()
+    y[:8, 0] += 2500  # eight stars with wrong Teff
+    m = SLAM(n_folds=3, C_grid=(10.0,), gamma_grid=(0.01,), clean=True).fit(
+        data.flux[:400], y, flux_err=data.flux_err[:400], label_names=NAMES)
+    assert 8 <= m.n_cleaned_ <= 20
+    assert np.abs(m.clean_residuals_[:8, 0]).min() > 4 * np.std(m.clean_residuals_[8:, 0])
+
+
+def test_clear_errors(data):
+    with pytest.raises(ValidationError, match="at least 10 complete training stars"):
+        SLAM().fit(data.flux[:9], data.labels[:9])
+    y = data.labels[:50].copy()
+    y[:, 1] = 2.5
+    with pytest.raises(ValidationError, match="constant"):
+        SLAM(n_folds=3).fit(data.flux[:50], y, label_names=NAMES)
+    with pytest.raises(ValidationError, match="labels have 40 rows; flux has 50"):
+        SLAM().fit(data.flux[:50], data.labels[:40])
+    y = data.labels[:60].copy()
+    y[:5, 0] = np.nan
+    m = SLAM(n_folds=3, C_grid=(10.0,), gamma_grid=(0.01,)).fit(data.flux[:60], y)
+    assert m.n_dropped_missing_ == 5
+    with pytest.raises(ValidationError, match="fitted on 900"):
+        m.predict(data.flux[:3, :800])
