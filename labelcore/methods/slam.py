@@ -185,7 +185,16 @@ def _lm_batch(theta0, f, w, xtr, gammas, projs, ws, biases, n_iter=50, tol=1e-6)
 
     s = theta0.shape[0]
     st = (theta0, jnp.full(s, 1e-2, f.dtype), chi2(theta0), jnp.zeros(s, bool), jnp.zeros(s, jnp.int32))
-    theta, lam, c2, done, nit = jax.lax.fori_loop(0, n_iter, body, st)
+
+    def cond(st_i):
+        st, i = st_i
+        return (i < n_iter) & ~jnp.all(st[3])
+
+    def step(st_i):
+        st, i = st_i
+        return body(i, st), i + 1
+
+    (theta, lam, c2, done, nit), _ = jax.lax.while_loop(cond, step, (st, 0))
     mod, jac = model(theta)
     jtw = jac * w[:, :, None]
     H = jnp.einsum("sjm,sjn->smn", jtw, jac)
@@ -215,8 +224,8 @@ class SLAM(LabelMethod):
     _format = "labelcore-slam"
 
     def __init__(self, C_grid=DEFAULT_C, gamma_grid=DEFAULT_GAMMA, epsilon=0.05, n_folds=5,
-                 clean=False, clean_sigma=4.0, rank_tol=1e-7, max_rank=300, huber_delta=0.02,
-                 n_newton=15, lm_max_iter=60, lm_tol=1e-7, batch_size=256, random_state=0):
+                 clean=False, clean_sigma=4.0, rank_tol=1e-7, max_rank=300, huber_delta=0.01,
+                 n_newton=20, lm_max_iter=60, lm_tol=1e-7, batch_size=256, random_state=0):
         self.C_grid = C_grid
         self.gamma_grid = gamma_grid
         self.epsilon = epsilon
@@ -384,14 +393,15 @@ class SLAM(LabelMethod):
         chi = (w * fs**2).sum(1)[:, None] - 2 * (w * fs) @ (tf * tm).T + w @ (tf**2 * tm).T
         theta0 = self.x_train_[np.argmin(chi, axis=1)]
         out = {k: [] for k in ("theta", "H", "chi2", "done", "nit", "model")}
-        projs = tuple(jnp.asarray(p, jnp.float32) for p in self.projs_)
-        ws = tuple(jnp.asarray(wg, jnp.float32) for wg in self.ws_)
+        used = [g for g in range(len(self.projs_)) if np.any(self.gamma_index_ == g)]
+        projs = tuple(jnp.asarray(self.projs_[g], jnp.float32) for g in used)
+        ws = tuple(jnp.asarray(self.ws_[g], jnp.float32) for g in used)
+        gams = tuple(float(self.gammas_[g]) for g in used)
         xtr = jnp.asarray(self.x_train_, jnp.float32)
         for a in range(0, f.shape[0], int(self.batch_size)):
             sl = slice(a, a + int(self.batch_size))
             res = _lm_batch(jnp.asarray(theta0[sl], jnp.float32), jnp.asarray(fs[sl], jnp.float32),
-                            jnp.asarray(w[sl], jnp.float32), xtr, tuple(float(g) for g in self.gammas_),
-                            projs, ws, jnp.asarray(self.bias_, jnp.float32),
+                            jnp.asarray(w[sl], jnp.float32), xtr, gams, projs, ws, jnp.asarray(self.bias_, jnp.float32),
                             n_iter=int(self.lm_max_iter), tol=float(self.lm_tol))
             for key, v in zip(out, res):
                 out[key].append(np.asarray(v, np.float64))

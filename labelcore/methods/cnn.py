@@ -1,0 +1,470 @@
+"""CNN: the Guiglion et al. (2020) network, trained as one batched ensemble (Keras 3).
+
+Architecture (paper section 3.1, Fig. 3), per member:
+
+    spectrum [P] -> Conv1D(8, 10, relu) -> Conv1D(4, 10, relu) -> Conv1D(2, 10, relu)
+      -> Dropout(0.2) -> Flatten ---------------------------------+
+    photometry [8 absolute magnitudes + A_V] -> Dense(27, relu) --+-> concat
+      -> Dense(dense_units[0], relu) -> Dense(dense_units[1], relu) -> Dense(M, linear)
+
+Labels min-max normalised to [0, 1]; MSE loss; uniform weight initialisation
+(U(-0.05, 0.05), Keras' historical "uniform"); Adam. Each member holds out its own random
+6 % test set for early stopping with patience 40 (the paper's plain early stopping: a
+member keeps the weights it has when it stops; ``restore_best_weights=True`` keeps those
+of its best epoch). The worst 20 % of members by final test loss are dropped; prediction =
+mean of the kept members, error = their standard deviation.
+
+Where the paper is silent (documented choices): the two dense layers have
+``dense_units = (64, 32)`` neurons (sizes not given in the paper); ReLU in the dense and
+photometry layers; batch size 64; Adam learning rate 1e-3; at most ``max_epochs = 300``
+(the paper's runs stop before 120); photometry inputs are standardised (z-scores over the
+training set) before the network; bad or non-finite flux pixels are set to 1 (the
+continuum) because a CNN cannot take masks; flux uncertainties are not used (nor are they
+in the paper); missing labels (NaN) contribute nothing to the loss of that label.
+
+**Missing photometry policy**: a model fitted with photometry needs all 9 photometric
+inputs of every star, in ``fit`` and ``predict``; stars with a missing value raise a
+:class:`ValidationError` naming them. Train a spectra-only model (``photometry=None``,
+the paper's section 7 ablation) for stars without parallax or photometry.
+
+**Batched ensemble**: ``members_per_model`` members live in one Keras model. The spectra
+enter as ``members_per_model`` channels (each member sees its *own* mini-batch order
+drawn from its *own* training set), the convolutions are grouped (``groups =
+members``) so that member m's filters only see member m's channel, and the dense layers
+are batched (``EinsumDense`` with a member axis). One optimizer step updates every
+member; members never share a weight. A member that has early-stopped is frozen: its
+weights are written back to their stop-time values after every epoch, so the rest go on
+while it no longer changes. Larger ensembles are trained as several such models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from labelcore.errors import ValidationError
+from labelcore.methods.base import LabelMethod, report
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def build_ensemble_model(n_pixels, n_labels, n_members, n_phot=0, dense_units=(64, 32),
+                         dropout=0.2, seed=0):
+    """The batched ensemble: inputs ([N, P, E] spectra, optionally [N, E, n_phot])."""
+    keras = _keras()
+    from keras import layers
+
+    E = int(n_members)
+    init = lambda k: keras.initializers.RandomUniform(-0.05, 0.05, seed=seed * 1000 + k)  # noqa: E731
+    xin = keras.Input((n_pixels, E), name="spectra")
+    h = xin
+    for k, f in enumerate((8, 4, 2)):
+        h = layers.Conv1D(f * E, 10, groups=E, activation="relu", kernel_initializer=init(k),
+                          name=f"conv{k + 1}")(h)
+    h = layers.Dropout(dropout, seed=seed, name="dropout")(h)
+    L = h.shape[1]
+    h = layers.Reshape((L, E, 2))(h)
+    h = layers.Permute((2, 1, 3))(h)
+    h = layers.Reshape((E, L * 2), name="flatten")(h)
+    inputs = [xin]
+    if n_phot:
+        pin = keras.Input((E, n_phot), name="photometry")
+        inputs.append(pin)
+        p = layers.EinsumDense("nef,efh->neh", output_shape=(E, 27), bias_axes="eh", activation="relu",
+                               kernel_initializer=init(10), name="phot27")(pin)
+        h = layers.Concatenate(axis=-1)([h, p])
+    for k, u in enumerate(dense_units):
+        h = layers.EinsumDense("nef,efh->neh", output_shape=(E, u), bias_axes="eh", activation="relu",
+                               kernel_initializer=init(20 + k), name=f"dense{k + 1}")(h)
+    out = layers.EinsumDense("nef,efh->neh", output_shape=(E, n_labels), bias_axes="eh",
+                             kernel_initializer=init(30), name="labels")(h)
+    return keras.Model(inputs, out)
+
+
+def _member_slices(model, E):
+    """(variable, axis, per-member size) for every weight: how to cut out one member."""
+    out = []
+    for layer in model.layers:
+        for v in layer.weights:
+            shp = tuple(v.shape)
+            if layer.__class__.__name__ == "Conv1D":
+                axis = len(shp) - 1  # filters last (kernel [k, in/groups, filters]; bias [filters])
+                out.append((v, axis, shp[axis] // E))
+            else:
+                out.append((v, 0, 1))  # EinsumDense: member axis first
+    return out
+
+
+def masked_mse(y_true, y_pred):
+    """MSE over present labels; y_true = [values, mask] along the last axis."""
+    from keras import ops
+
+    m = y_pred.shape[-1]
+    y, w = y_true[..., :m], y_true[..., m:]
+    return ops.sum(w * (y_pred - y) ** 2) / ops.maximum(ops.sum(w), 1.0)
+
+
+class _Batches:
+    """Per-member mini-batches: member e draws from its own training rows in its own
+    order. Built lazily as a keras.utils.PyDataset subclass (see _make_dataset)."""
+
+
+def _make_dataset(X, P, Y, W, train_idx, batch_size, seed):
+    keras = _keras()
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.train_idx = train_idx          # [E, n_train]
+            self.perm = self._shuffle()
+
+        def _shuffle(self):
+            return np.stack([self.rng.permutation(t) for t in self.train_idx])
+
+        def __len__(self):
+            return math.ceil(self.train_idx.shape[1] / batch_size)
+
+        def __getitem__(self, i):
+            idx = self.perm[:, i * batch_size:(i + 1) * batch_size]       # [E, B]
+            x = np.transpose(X[idx], (1, 2, 0))                           # [B, P, E]
+            yt = np.concatenate([Y[idx], W[idx]], axis=-1).transpose(1, 0, 2)  # [B, E, 2M]
+            if P is None:
+                return x, yt
+            return (x, np.transpose(P[idx], (1, 0, 2))), yt
+
+        def on_epoch_end(self):
+            self.perm = self._shuffle()
+
+    return Batches()
+
+
+class CNN(LabelMethod):
+    """Guiglion et al. (2020) CNN ensemble. See the module docstring.
+
+    Parameters
+    ----------
+    n_members : int
+        Ensemble size (paper: 100).
+    drop_fraction : float
+        Fraction of members with the largest final test loss dropped (paper: 0.2).
+    test_fraction : float
+        Each member's held-out early-stopping set (paper: 0.06).
+    patience : int
+        Early-stopping patience in epochs (paper: 40).
+    restore_best_weights : bool
+        Keep each member's best-epoch weights instead of its stop-time weights (the paper
+        keeps the stop-time weights).
+    max_epochs, batch_size, learning_rate, dense_units, dropout : training choices.
+    members_per_model : int
+        Members trained together in one batched Keras model.
+    random_state : int
+        Seed of initialisations, test splits and data order.
+    """
+
+    _format = "labelcore-cnn"
+
+    def __init__(self, n_members=100, drop_fraction=0.2, test_fraction=0.06, patience=40,
+                 restore_best_weights=False, max_epochs=300, batch_size=64, learning_rate=1e-3,
+                 dense_units=(64, 32), dropout=0.2, members_per_model=20, random_state=0):
+        self.n_members = n_members
+        self.drop_fraction = drop_fraction
+        self.test_fraction = test_fraction
+        self.patience = patience
+        self.restore_best_weights = restore_best_weights
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.dense_units = dense_units
+        self.dropout = dropout
+        self.members_per_model = members_per_model
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ inputs
+    def _phot(self, photometry, n, fitting):
+        if photometry is None:
+            if not fitting and self.n_phot_:
+                raise ValidationError("this CNN was trained with photometry: pass photometry= "
+                                      "(8 absolute magnitudes + A_V) or use a spectra-only model")
+            return None
+        p = np.asarray(photometry, float)
+        if p.ndim != 2 or p.shape[0] != n:
+            raise ValidationError(f"photometry must be [N={n}, n_inputs]; got {p.shape}")
+        if not fitting:
+            if not self.n_phot_:
+                raise ValidationError("this CNN was trained without photometry (spectra only)")
+            if p.shape[1] != self.n_phot_:
+                raise ValidationError(f"photometry has {p.shape[1]} columns; trained with {self.n_phot_}")
+        bad = ~np.isfinite(p).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValidationError(
+                f"{rows.size} stars have missing photometry/parallax (rows {rows[:10].tolist()}"
+                f"{' ...' if rows.size > 10 else ''}); drop them or use a spectra-only CNN")
+        return p
+
+    @staticmethod
+    def _clean_flux(f, bad):
+        return np.where(bad, 1.0, f).astype(np.float32)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
+            label_names=None, wave=None, progress=None):
+        keras = _keras()
+        t0 = time.perf_counter()
+        f, _, bad = self._flux_arrays(flux, None)
+        y, _, names = self._label_arrays(labels, None, label_names, n=f.shape[0])
+        n = f.shape[0]
+        n_test = max(int(round(self.test_fraction * n)), 1)
+        if n - n_test < max(int(self.batch_size), 10) or n_test < 5:
+            raise ValidationError(f"{n} stars are too few to train the CNN with a "
+                                  f"{self.test_fraction:.0%} test split and batches of {self.batch_size}")
+        self.label_names_ = names
+        self.n_pixels_ = f.shape[1]
+        self.wave_ = None if wave is None else np.asarray(wave, float)
+        self._set_label_range(y)
+        span = self.label_max_ - self.label_min_
+        if np.any(span == 0):
+            j = int(np.flatnonzero(span == 0)[0])
+            raise ValidationError(f"label {names[j]!r} is constant in the training set")
+        self.n_phot_ = 0
+        p = self._phot(photometry, n, True)
+        if p is not None:
+            self.n_phot_ = p.shape[1]
+            self.phot_mean_ = p.mean(0)
+            self.phot_std_ = np.where(p.std(0) > 0, p.std(0), 1.0)
+            p = ((p - self.phot_mean_) / self.phot_std_).astype(np.float32)
+        X = self._clean_flux(f, bad)
+        Yn = ((y - self.label_min_) / span)
+        W = np.isfinite(Yn).astype(np.float32)
+        Yn = np.nan_to_num(Yn).astype(np.float32)
+        E_total = int(self.n_members)
+        per = max(1, min(int(self.members_per_model), E_total))
+        rng = np.random.default_rng(self.random_state)
+        self.models_ = []
+        curves = {"train_loss": [], "test_loss": [], "test_mae": []}
+        stop_epoch, final_test = [], []
+        done = 0
+        while done < E_total:
+            E = min(per, E_total - done)
+            split = [rng.permutation(n) for _ in range(E)]
+            test_idx = np.stack([s[:n_test] for s in split])
+            train_idx = np.stack([s[n_test:] for s in split])
+            keras.utils.set_random_seed(int(self.random_state) * 7919 + done)
+            model = build_ensemble_model(f.shape[1], y.shape[1], E, self.n_phot_, tuple(self.dense_units),
+                                         self.dropout, seed=int(self.random_state) + done)
+            model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=masked_mse)
+            data = _make_dataset(X, p, Yn, W, train_idx, int(self.batch_size),
+                                 int(self.random_state) + done)
+            cb = _EnsembleStopper(self, model, E, X, p, Yn, W, train_idx, test_idx, progress,
+                                  done, E_total)
+            model.fit(data, epochs=int(self.max_epochs), callbacks=[cb], verbose=0)
+            cb.finish()
+            self.models_.append(model)
+            for k in curves:
+                curves[k].extend(cb.curves[k])
+            stop_epoch.extend(cb.stop_epoch.tolist())
+            final_test.extend(cb.final_test.tolist())
+            done += E
+        ep = max(len(c) for c in curves["train_loss"])
+        self.learning_curves_ = {k: np.array([np.pad(np.asarray(c, float), (0, ep - len(c)),
+                                                     constant_values=np.nan) for c in v])
+                                 for k, v in curves.items()}
+        self.stop_epoch_ = np.asarray(stop_epoch)
+        self.final_test_loss_ = np.asarray(final_test)
+        self.loss_cut_ = float(np.percentile(self.final_test_loss_, 100 * (1 - self.drop_fraction)))
+        keep = self.final_test_loss_ <= self.loss_cut_
+        if not keep.any():
+            keep[np.argmin(self.final_test_loss_)] = True
+        self.kept_members_ = keep
+        self.fit_seconds_ = time.perf_counter() - t0
+        report(progress, 1.0, f"CNN: kept {int(keep.sum())} of {E_total} members")
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def predict_members(self, flux, *, photometry=None, batch_size=2048):
+        """Predictions of every member [N, n_members, M] (physical units)."""
+        self._check_fitted()
+        f, _, bad = self._flux_arrays(flux, None, n_pixels=self.n_pixels_)
+        p = self._phot(photometry, f.shape[0], False)
+        if p is not None:
+            p = ((p - self.phot_mean_) / self.phot_std_).astype(np.float32)
+        X = self._clean_flux(f, bad)
+        outs = []
+        for model in self.models_:
+            E = model.output.shape[1]
+            res = []
+            for a in range(0, X.shape[0], batch_size):
+                xb = np.repeat(X[a:a + batch_size, :, None], E, axis=2)
+                inp = xb if p is None else (xb, np.repeat(p[a:a + batch_size, None, :], E, axis=1))
+                res.append(np.asarray(model(inp, training=False)))
+            outs.append(np.concatenate(res))
+        yn = np.concatenate(outs, axis=1)
+        return yn * (self.label_max_ - self.label_min_) + self.label_min_
+
+    def predict(self, flux, *, flux_err=None, photometry=None, return_std=False):
+        """Mean of the kept members (and their standard deviation with ``return_std``)."""
+        ym = self.predict_members(flux, photometry=photometry)[:, self.kept_members_]
+        mean = ym.mean(axis=1)
+        if not return_std:
+            return mean
+        return mean, ym.std(axis=1, ddof=1) if ym.shape[1] > 1 else np.zeros_like(mean)
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self):
+        meta = {"n_pixels": self.n_pixels_, "n_phot": self.n_phot_, "loss_cut": self.loss_cut_,
+                "n_models": len(self.models_), "fit_seconds": self.fit_seconds_}
+        arrays = {"kept": self.kept_members_, "final_test_loss": self.final_test_loss_,
+                  "stop_epoch": self.stop_epoch_,
+                  **{f"curve_{k}": v for k, v in self.learning_curves_.items()}}
+        if self.n_phot_:
+            arrays["phot_mean"], arrays["phot_std"] = self.phot_mean_, self.phot_std_
+        if self.wave_ is not None:
+            arrays["wave"] = self.wave_
+        return meta, arrays
+
+    def _save_extra(self, folder: Path):
+        for k, m in enumerate(self.models_):
+            m.save(folder / f"ensemble_{k}.keras")
+
+    def _set_state(self, meta, a):
+        self.n_pixels_, self.n_phot_ = meta["n_pixels"], meta["n_phot"]
+        self.loss_cut_ = meta["loss_cut"]
+        self.fit_seconds_ = meta.get("fit_seconds")
+        self._n_models = meta["n_models"]
+        self.kept_members_ = a["kept"].astype(bool)
+        self.final_test_loss_, self.stop_epoch_ = a["final_test_loss"], a["stop_epoch"]
+        self.learning_curves_ = {k[6:]: v for k, v in a.items() if k.startswith("curve_")}
+        if self.n_phot_:
+            self.phot_mean_, self.phot_std_ = a["phot_mean"], a["phot_std"]
+        self.wave_ = a.get("wave")
+
+    def _load_extra(self, folder: Path):
+        keras = _keras()
+        self.models_ = [keras.saving.load_model(folder / f"ensemble_{k}.keras",
+                                                custom_objects={"masked_mse": masked_mse},
+                                                safe_mode=True, compile=False)
+                        for k in range(self._n_models)]
+
+
+def _keras_callback_base():
+    return _keras().callbacks.Callback
+
+
+class _EnsembleStopper:
+    """Per-member early stopping, freezing and learning curves (a Keras callback)."""
+
+    def __new__(cls, *args, **kwargs):
+        base = _keras_callback_base()
+        klass = type("EnsembleStopper", (cls, base), {})
+        obj = base.__new__(klass)
+        return obj
+
+    def __init__(self, owner, model, E, X, P, Y, W, train_idx, test_idx, progress, offset, total):
+        _keras_callback_base().__init__(self)
+        self.owner, self.net, self.E = owner, model, E
+        self.X, self.P, self.Y, self.W = X, P, Y, W
+        self.train_idx, self.test_idx = train_idx, test_idx
+        self.progress, self.offset, self.total = progress, offset, total
+        self.slices = _member_slices(model, E)
+        self.best = np.full(E, np.inf)
+        self.wait = np.zeros(E, int)
+        self.active = np.ones(E, bool)
+        self.stop_epoch = np.zeros(E, int)
+        self.final_test = np.full(E, np.nan)
+        self.frozen = {}
+        self.best_w = {}
+        self.curves = {"train_loss": [[] for _ in range(E)], "test_loss": [[] for _ in range(E)],
+                       "test_mae": [[] for _ in range(E)]}
+        # rows needed for evaluation: every member's test rows + a subsample of train rows
+        rng = np.random.default_rng(offset + 17)
+        self.eval_train = np.stack([rng.choice(t, size=min(t.size, 500), replace=False) for t in train_idx])
+
+    def _member_get(self, e):
+        out = []
+        for v, axis, size in self.slices:
+            a = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+            out.append(np.take(a, range(e * size, (e + 1) * size), axis=axis).copy())
+        return out
+
+    def _members_set(self, weights_by_member):
+        if not weights_by_member:
+            return
+        for i, (v, axis, size) in enumerate(self.slices):
+            a = np.array(v.numpy())
+            for e, ws in weights_by_member.items():
+                idx = [slice(None)] * a.ndim
+                idx[axis] = slice(e * size, (e + 1) * size)
+                a[tuple(idx)] = ws[i]
+            v.assign(a)
+
+    def _predict(self, rows):
+        """Predictions of member e on rows[e] (rows [E, R]) -> [E, R, M]."""
+        E = self.E
+        x = np.transpose(self.X[rows], (1, 2, 0))
+        inp = x if self.P is None else (x, np.transpose(self.P[rows], (1, 0, 2)))
+        out = []
+        for a in range(0, x.shape[0], 1024):
+            sl = slice(a, a + 1024)
+            ib = inp[sl] if self.P is None else (inp[0][sl], inp[1][sl])
+            out.append(np.asarray(self.net(ib, training=False)))
+        return np.concatenate(out).transpose(1, 0, 2)  # [E, R, M]
+
+    def _loss(self, rows):
+        pred = self._predict(rows)
+        y, w = self.Y[rows], self.W[rows]
+        sw = np.maximum(w.sum(axis=(1, 2)), 1)
+        mse = (w * (pred - y) ** 2).sum(axis=(1, 2)) / sw
+        mae = (w * np.abs(pred - y)).sum(axis=(1, 2)) / sw
+        return mse, mae
+
+    def on_epoch_end(self, epoch, logs=None):
+        test, mae = self._loss(self.test_idx)
+        train, _ = self._loss(self.eval_train)
+        for e in np.flatnonzero(self.active):
+            self.curves["train_loss"][e].append(float(train[e]))
+            self.curves["test_loss"][e].append(float(test[e]))
+            self.curves["test_mae"][e].append(float(mae[e]))
+            if test[e] < self.best[e]:
+                self.best[e] = test[e]
+                self.wait[e] = 0
+                if self.owner.restore_best_weights:
+                    self.best_w[e] = self._member_get(e)
+            else:
+                self.wait[e] += 1
+            if self.wait[e] >= self.owner.patience:
+                self.active[e] = False
+                self.stop_epoch[e] = epoch + 1
+                self.final_test[e] = test[e]
+                self.frozen[e] = self.best_w.get(e) if self.owner.restore_best_weights else self._member_get(e)
+                if self.owner.restore_best_weights:
+                    self.final_test[e] = self.best[e]
+        # frozen members are written back to their stop-time weights
+        self._members_set(self.frozen)
+        frac = (self.offset + (~self.active).sum() + self.active.sum() * (epoch + 1) / self.owner.max_epochs) / self.total
+        report(self.progress, min(frac, 0.999),
+               f"CNN epoch {epoch + 1}: {int(self.active.sum())}/{self.E} members training")
+        if not self.active.any():
+            self.model.stop_training = True
+
+    def finish(self):
+        ep = max(len(c) for c in self.curves["test_loss"])
+        for e in np.flatnonzero(self.active):  # reached max_epochs
+            self.stop_epoch[e] = ep
+            self.final_test[e] = self.curves["test_loss"][e][-1]
+            if self.owner.restore_best_weights and e in self.best_w:
+                self.frozen[e] = self.best_w[e]
+                self.final_test[e] = self.best[e]
+        self._members_set(self.frozen)
