@@ -1,0 +1,111 @@
+"""CNN: the batched ensemble, early stopping and freezing, the 20 % cut, persistence and
+a known-answer test (slow)."""
+
+import numpy as np
+import pytest
+
+from labelcore.errors import ValidationError
+
+pytest.importorskip("keras")
+from labelcore.methods import CNN  # noqa: E402
+from labelcore.methods.cnn import _member_slices  # noqa: E402
+
+NAMES = ("teff", "logg", "fe_h")
+
+
+@pytest.fixture(scope="module")
+def small():
+    from labelcore.data.synth.datasets import labelled_set
+
+    return labelled_set("rave", 400, seed=8, label_names=NAMES, snr=150)
+
+
+@pytest.fixture(scope="module")
+def fitted(small):
+    return CNN(n_members=5, members_per_model=5, max_epochs=12, patience=3, batch_size=32,
+               random_state=3).fit(small.flux[:300], small.labels[:300], photometry=small.photometry[:300],
+                                   label_names=NAMES)
+
+
+def test_members_stop_and_stay_frozen(small):
+    # labels that the spectra cannot predict: test losses stop improving almost at once
+    noise = np.random.default_rng(0).normal(size=(300, 3))
+    m = CNN(n_members=4, members_per_model=4, max_epochs=25, patience=2, batch_size=32,
+            random_state=1).fit(small.flux[:300], noise)
+    cb = m._stoppers[0]
+    stopped = np.flatnonzero(m.stop_epoch_ < 25)
+    assert stopped.size >= 2, m.stop_epoch_
+    assert len(set(m.stop_epoch_.tolist())) >= 1
+    for e in stopped:
+        now = [np.take(np.asarray(v.numpy()), range(e * s, (e + 1) * s), axis=ax)
+               for v, ax, s in _member_slices(m.models_[0], 4)]
+        for a, b in zip(now, cb.frozen[e]):
+            np.testing.assert_array_equal(a, b)
+        # its learning curve ends where it stopped
+        assert np.isfinite(m.learning_curves_["test_loss"][e]).sum() == m.stop_epoch_[e]
+
+
+def test_ensemble_cut_mean_and_spread(fitted, small):
+    assert fitted.kept_members_.sum() == 4  # 20 % of 5 dropped
+    worst = np.argmax(fitted.final_test_loss_)
+    assert not fitted.kept_members_[worst]
+    assert fitted.loss_cut_ == pytest.approx(np.percentile(fitted.final_test_loss_, 80))
+    members = fitted.predict_members(small.flux[300:], photometry=small.photometry[300:])
+    assert members.shape == (100, 5, 3)
+    y, s = fitted.predict(small.flux[300:], photometry=small.photometry[300:], return_std=True)
+    np.testing.assert_allclose(y, members[:, fitted.kept_members_].mean(1), rtol=1e-6)
+    np.testing.assert_allclose(s, members[:, fitted.kept_members_].std(1, ddof=1), rtol=1e-5)
+    # members differ (own initialisation, split and order) yet agree in scale
+    assert np.all(s > 0)
+
+
+def test_save_load_identical(fitted, small, tmp_path):
+    fitted.save(tmp_path / "cnn")
+    assert sorted(p.suffix for p in (tmp_path / "cnn").iterdir()) == [".json", ".keras", ".npz"]
+    back = CNN.load(tmp_path / "cnn")
+    a = fitted.predict(small.flux[300:], photometry=small.photometry[300:])
+    b = back.predict(small.flux[300:], photometry=small.photometry[300:])
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_array_equal(back.kept_members_, fitted.kept_members_)
+
+
+def test_reproducible_with_a_seed(small):
+    kw = dict(n_members=2, members_per_model=2, max_epochs=3, patience=5, batch_size=32, random_state=11)
+    a = CNN(**kw).fit(small.flux[:200], small.labels[:200]).predict(small.flux[300:320])
+    b = CNN(**kw).fit(small.flux[:200], small.labels[:200]).predict(small.flux[300:320])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+
+
+def test_clear_errors(fitted, small):
+    ph = small.photometry[:300].copy()
+    ph[[4, 17], 2] = np.nan
+    with pytest.raises(ValidationError, match=r"2 stars have missing photometry/parallax \(rows \[4, 17\]"):
+        CNN(n_members=1, max_epochs=1).fit(small.flux[:300], small.labels[:300], photometry=ph)
+    with pytest.raises(ValidationError, match="trained with photometry"):
+        fitted.predict(small.flux[:3])
+    with pytest.raises(ValidationError, match="too few"):
+        CNN(n_members=1).fit(small.flux[:30], small.labels[:30])
+    with pytest.raises(ValidationError, match="fitted on 900"):
+        fitted.predict(small.flux[:3, :500], photometry=small.photometry[:3])
+    bad = small.flux[:300].copy()
+    bad[7] = np.nan
+    with pytest.raises(ValidationError, match="row 7 has no usable pixel"):
+        CNN(n_members=1).fit(bad, small.labels[:300])
+
+
+@pytest.mark.slow
+def test_known_answer_and_photometry_helps_logg():
+    from labelcore.data.synth.datasets import labelled_set
+
+    d = labelled_set("rave", 1600, seed=9, label_names=NAMES, snr=200)
+    tr, te = d.split(1300)
+    kw = dict(n_members=3, members_per_model=3, max_epochs=60, patience=15, random_state=0)
+    with_p = CNN(**kw).fit(tr.flux, tr.labels, photometry=tr.photometry, label_names=NAMES)
+    no_p = CNN(**kw).fit(tr.flux, tr.labels, label_names=NAMES)
+    yp = with_p.predict(te.flux, photometry=te.photometry)
+    yn = no_p.predict(te.flux)
+    sp = np.std(yp - te.truth, 0)
+    sn = np.std(yn - te.truth, 0)
+    spread = np.std(te.truth, 0)
+    assert np.all(sp < 0.6 * spread), (sp, spread)
+    assert sp[1] < 0.85 * sn[1], f"photometry should sharpen log g: {sp[1]:.3f} vs {sn[1]:.3f}"
