@@ -142,6 +142,13 @@ def _lm_batch(theta0, f, w, xtr, gammas, projs, ws, biases, n_iter=50, tol=1e-6)
     for each gamma group g: projs[g] [N, r], ws[g] [r, J] (zero for pixels of other
     groups), biases [J]."""
 
+    def flux_only(theta):
+        d2 = jnp.sum((theta[:, None, :] - xtr[None, :, :]) ** 2, -1)
+        out = jnp.zeros(f.shape, f.dtype) + biases[None, :]
+        for g in range(len(gammas)):
+            out = out + (jnp.exp(-gammas[g] * d2) @ projs[g]) @ ws[g]
+        return out
+
     def model(theta):  # theta [S, M] -> flux [S, J], jac [S, J, M]
         d = theta[:, None, :] - xtr[None, :, :]            # [S, N, M]
         d2 = jnp.sum(d * d, -1)                              # [S, N]
@@ -157,8 +164,7 @@ def _lm_batch(theta0, f, w, xtr, gammas, projs, ws, biases, n_iter=50, tol=1e-6)
         return out, jac
 
     def chi2(theta):
-        mod, _ = model(theta)
-        return jnp.sum(w * (f - mod) ** 2, 1)
+        return jnp.sum(w * (f - flux_only(theta)) ** 2, 1)
 
     def body(i, st):
         theta, lam, c2, done, nit = st
