@@ -152,6 +152,12 @@ def main():
     print("scatter on the 40 loop stars, batched vs loop: " +
           ", ".join(f"{n} {b:.3g}/{l:.3g}" for n, b, l in zip(NAMES, sc_b, sc_l)))
     print(label_table(NAMES, y, te.truth, te.snr, bins=(20, 40, 60, 100, 150, 300)))
+    from labelcore.evaluate import fit_error_model
+
+    print("error model sigma(S/N) = a exp(-b S/N) + c fitted to the held-out scatter (Table 1):")
+    for j, name in enumerate(NAMES):
+        em = fit_error_model(te.snr, y[:, j] - te.truth[:, j], bins=(20, 30, 40, 60, 80, 100, 150, 200, 300))
+        print(f"  {name:8s} a={em['a']:.4g} b={em['b']:.4g} c={em['c']:.4g}")
 
 
 if __name__ == "__main__":
