@@ -50,6 +50,28 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a fresh temporary folder next to ``path``; on success it replaces ``path``
+    (a survey, a training set, a saved model), on failure it is removed and ``path`` is
+    left as it was."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 # ------------------------------------------------------------------ tables (Parquet)
 def write_table(df: pd.DataFrame | Catalogue, path, **kwargs) -> Path:
     """Write a table (DataFrame or :class:`Catalogue`) to Parquet atomically."""

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -163,12 +161,10 @@ class LabelMethod:
     def save(self, path) -> Path:
         """Save to a folder (atomically): params.json + arrays.npz, no pickle."""
         self._check_fitted()
+        from labelcore.data.io import atomic_dir
+
         path = Path(path)
-        tmp = path.parent / f".{path.name}.saving"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(path) as tmp:
             meta, arrays = self._state()
             doc = {"format": self._format, "class": type(self).__name__,
                    "labelcore_version": __version__, "params": self.get_params(),
@@ -177,12 +173,6 @@ class LabelMethod:
             np.savez(tmp / "arrays.npz", label_min=self.label_min_, label_max=self.label_max_,
                      **arrays)
             self._save_extra(tmp)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     def _save_extra(self, folder: Path) -> None:

@@ -11,8 +11,6 @@ A :class:`TrainingSet` is saved as a folder (atomically)::
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from labelcore.data.containers import PHOT_BANDS, Labels, Spectra
-from labelcore.data.io import read_spectra, read_spectra_meta, read_table, write_spectra, write_table
+from labelcore.data.io import (
+    atomic_dir, read_spectra, read_spectra_meta, read_table, write_spectra, write_table,
+)
 from labelcore.data.manifests import load_manifest
 from labelcore.errors import EmptySelectionError, ValidationError
 from labelcore.prep.crossmatch import crossmatch, dedupe
@@ -50,23 +50,13 @@ class TrainingSet:
 
     def save(self, path) -> Path:
         path = Path(path)
-        tmp = path.parent / f".{path.name}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(path) as tmp:
             write_spectra(self.spectra, tmp / "spectra.h5")
             write_table(self.table, tmp / "table.parquet")
             info = dict(self.info, label_names=self.labels.names, n=len(self),
                         counts=self.counts.to_dict("records"),
                         has_photometry=self.photometry is not None)
             (tmp / "training_set.json").write_text(json.dumps(info, indent=2, default=str))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from labelcore import __version__
-from labelcore.data.io import SpectraWriter, write_table
+from labelcore.data.io import SpectraWriter, atomic_dir, write_table
 from labelcore.data.synth.population import LABEL_ERRORS, make_population, observe_labels
 from labelcore.data.synth.spectra import LineModel, observe
 from labelcore.data.synth.setups import SETUPS
@@ -99,13 +98,9 @@ def make_survey(path, n_catalogue: int | None = None, n_spectra: dict | None = N
     if n_pool > n_cat:
         raise ValueError(f"asked for {n_pool} spectra from a catalogue of {n_cat} stars")
     path = Path(path)
-    tmp = path.parent / f".{path.name}.building"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     report = progress or (lambda frac, msg: None)
     timings = {}
-    try:
+    with atomic_dir(path) as tmp:
         t0 = time.perf_counter()
         cat = make_catalogue(n_cat, seed=p["seed"])
         timings["catalogue_s"] = time.perf_counter() - t0
@@ -153,12 +148,6 @@ def make_survey(path, n_catalogue: int | None = None, n_spectra: dict | None = N
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         (tmp / "survey.json").write_text(json.dumps(info, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report(1.0, "done")
     return info
 
