@@ -58,7 +58,7 @@ def run(setup, n_train, n_test, giants, cv_kwargs):
     worse = [n for j, n in enumerate(d.label_names)
              if np.std(y[:, j] - te.truth[:, j]) > np.std(yr[:, j] - te.truth[:, j])]
     print("labels where Lux is worse than ridge:", worse or "none")
-    print(f"median formal error / actual scatter: "
+    print("median formal error / actual scatter: "
           + " ".join(f"{n}={np.median(ye[:, j]) / np.std(y[:, j] - te.truth[:, j]):.2f}"
                      for j, n in enumerate(d.label_names)))
     return t_fit, t_pred

@@ -40,7 +40,6 @@ while it no longer changes. Larger ensembles are trained as several such models.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -342,7 +341,7 @@ class CNN(LabelMethod):
         return self
 
     # ------------------------------------------------------------------ prediction
-    def predict_members(self, flux, *, photometry=None, batch_size=2048):
+    def predict_members(self, flux, *, photometry=None, batch_size=1024):
         """Predictions of every member [N, n_members, M] (physical units)."""
         self._check_fitted()
         f, _, bad = self._flux_arrays(flux, None, n_pixels=self.n_pixels_)
@@ -461,7 +460,6 @@ class _EnsembleStopper:
 
     def _predict(self, rows):
         """Predictions of member e on rows[e] (rows [E, R]) -> [E, R, M]."""
-        E = self.E
         x = np.transpose(self.X[rows], (1, 2, 0))
         inp = x if self.P is None else (x, np.transpose(self.P[rows], (1, 0, 2)))
         out = []
