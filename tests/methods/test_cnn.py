@@ -109,3 +109,30 @@ def test_known_answer_and_photometry_helps_logg():
     spread = np.std(te.truth, 0)
     assert np.all(sp < 0.6 * spread), (sp, spread)
     assert sp[1] < 0.85 * sn[1], f"photometry should sharpen log g: {sp[1]:.3f} vs {sn[1]:.3f}"
+
+
+def test_jax_backend_trains_predicts_and_round_trips(tmp_path):
+    """The same code under KERAS_BACKEND=jax (a fresh interpreter: the backend is fixed at
+    import)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import numpy as np, keras\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "from labelcore.data.synth.datasets import labelled_set\n"
+        "from labelcore.methods import CNN\n"
+        "d = labelled_set('rave', 300, seed=8, label_names=('teff', 'logg'), snr=150)\n"
+        "m = CNN(n_members=3, members_per_model=3, max_epochs=3, patience=1, batch_size=32)\n"
+        "m.fit(d.flux[:250], d.labels[:250], photometry=d.photometry[:250])\n"
+        "y = m.predict(d.flux[250:], photometry=d.photometry[250:])\n"
+        "assert y.shape == (50, 2) and np.isfinite(y).all()\n"
+        f"m.save(r'{tmp_path / 'm'}')\n"
+        f"b = CNN.load(r'{tmp_path / 'm'}')\n"
+        "assert np.allclose(b.predict(d.flux[250:], photometry=d.photometry[250:]), y, rtol=1e-5)\n"
+        "print('ok')\n")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
