@@ -146,7 +146,8 @@ class CataloguePage(pn.viewable.Viewer):
         return pn.Column(
             pn.widgets.Select.from_param(self.param.color_by, name="Colour by"),
             pn.widgets.Select.from_param(self.param.cmap, name="Colour map"),
-            pn.widgets.CheckButtonGroup.from_param(self.param.components, name="Component"),
+            pn.widgets.CheckButtonGroup.from_param(self.param.components, name="Component",
+                                                   color="primary"),
             pn.widgets.MultiChoice.from_param(self.param.phases, name="Phase"),
             pn.widgets.FloatSlider.from_param(self.param.min_snr, name="Min S/N (APOGEE)"),
             self._counts,
