@@ -36,6 +36,36 @@ def test_recovers_labels_at_high_snr(model, data):
     assert np.std(r[:, 0]) < np.std(r0[:, 0])
 
 
+def test_batched_prediction_matches_exact_references(model, data):
+    """The fast paths of prediction agree with their exact counterparts: the two-stage
+    initial guess with the exhaustive best-matching search, the low-rank compressed
+    model with the full coefficients, and continuous batching with one big batch."""
+    f, e = data.flux[700:], data.flux_err[700:]
+    fs = model.flux_scaler_.transform(f)
+    w = 1.0 / ((e / model.flux_scaler_.std_) ** 2 + model.cv_mse_)
+    tf = model.train_flux_std_
+    exhaustive = model.x_train_[np.argmin(w @ (tf**2).T - 2 * (w * fs) @ tf.T, axis=1)]
+    fast = model._initial_guess(fs, w)
+    assert np.all(fast == exhaustive, axis=1).mean() > 0.95
+    a = model.predict_details(f, flux_err=e)
+    old = (model.compress_tol, model.batch_size)
+    try:
+        model.compress_tol, model.batch_size = 0.0, 1000
+        b = model.predict_details(f, flux_err=e)
+    finally:
+        model.compress_tol, model.batch_size = old
+    assert b["converged"].mean() > 0.95
+    # both stop within lm_tol of the same likelihood maximum: far below the formal errors
+    diff = np.abs(a["labels"] - b["labels"]) / b["errors"]
+    assert np.median(diff) < 0.05 and np.percentile(diff, 95) < 0.5
+    # the compressed float32 model used by LM is the fitted model to a small fraction of
+    # each pixel's model scatter
+    x = model.label_scaler_.transform(a["labels"][:50])
+    fast_flux, _, _ = model._final_pass_all(x, fs[:50], w[:50])
+    exact = model._flux_std(x)
+    assert np.max(np.abs(fast_flux - exact) / np.sqrt(model.cv_mse_)) < 0.02
+
+
 def test_per_pixel_hyperparameters_and_diagnostics(model):
     P = model.n_pixels_
     assert model.C_.shape == (P,) and model.gamma_.shape == (P,)
