@@ -337,7 +337,9 @@ class SLAM(LabelMethod):
     compress_tol : prediction uses low-rank factors of each gamma group's coefficients,
         exact to this RMS fraction of each pixel's model scatter sqrt(CV MSE) over the
         training labels (0 = no compression).
-    batch_size : stars per LM batch (memory ~ batch x N_train x M floats).
+    batch_size : LM slots (stars iterated together) in prediction.
+    pixel_chunks : train the pixels as this many independent dask tasks (1 = here, at once;
+        with a ``dask.distributed.Client`` active, the tasks run on its workers).
     random_state : seed of the fold assignment.
     """
 
@@ -346,7 +348,7 @@ class SLAM(LabelMethod):
     def __init__(self, C_grid=DEFAULT_C, gamma_grid=DEFAULT_GAMMA, epsilon=0.05, n_folds=5,
                  clean=False, clean_sigma=4.0, rank_tol=1e-7, max_rank=1000, huber_delta=1e-3,
                  n_newton=20, lm_max_iter=60, lm_tol=1e-2, compress_tol=1e-3, batch_size=256,
-                 random_state=0):
+                 pixel_chunks=1, random_state=0):
         self.C_grid = C_grid
         self.gamma_grid = gamma_grid
         self.epsilon = epsilon
@@ -360,6 +362,7 @@ class SLAM(LabelMethod):
         self.lm_max_iter = lm_max_iter
         self.lm_tol = lm_tol
         self.compress_tol = compress_tol
+        self.pixel_chunks = pixel_chunks
         self.batch_size = batch_size
         self.random_state = random_state
 
@@ -419,6 +422,34 @@ class SLAM(LabelMethod):
         """Standardised model flux [S, J] at standardised labels ``xq`` [S, M]."""
         return _model_flux(xq, self.gammas_, self.gamma_index_, self.landmarks_, self.coefs_, self.bias_)
 
+    def _train_chunk(self, x, ys, m, Cs, gammas, progress=None, frac=(0.0, 1.0)):
+        """CV grid, choice and final fit for a block of pixels: (cv_mse [J, nC, nG],
+        cv_md, C [J], gamma index [J], landmarks per gamma, coefs per gamma, bias [J])."""
+        mse, md = self._cv_grid(x, ys, m, Cs, gammas, progress, frac)
+        best = np.argmin(mse.reshape(mse.shape[0], -1), axis=1)
+        ci, gi = np.unravel_index(best, (len(Cs), len(gammas)))
+        C = np.asarray(Cs, float)[ci]
+        report(progress, frac[1], "SLAM: refitting every pixel on all stars")
+        landmarks, coefs, bias = self._fit_fixed(x, ys, m, C, gi, gammas)
+        return mse, md, C, gi, landmarks, coefs, bias
+
+    def _train_pixels(self, x, ys, m, Cs, gammas, progress):
+        """Train every pixel, in ``pixel_chunks`` independent blocks. One block runs here;
+        several run through ``dask.compute``, i.e. on the workers of an active
+        ``dask.distributed.Client`` (a cluster) or else dask's local scheduler: the same
+        code path either way. Pixels are independent, so the blocks give the same model
+        as one block."""
+        J = ys.shape[1]
+        n_chunks = int(max(1, min(int(self.pixel_chunks), J)))
+        if n_chunks == 1:
+            return [self._train_chunk(x, ys, m, Cs, gammas, progress, (0.0, 0.95))]
+        import dask
+
+        blocks = np.array_split(np.arange(J), n_chunks)
+        report(progress, 0.0, f"SLAM: training {J} pixels in {n_chunks} dask tasks")
+        tasks = [dask.delayed(self._train_chunk)(x, ys[:, b], m[:, b], Cs, gammas) for b in blocks]
+        return list(dask.compute(*tasks))
+
     # ----------------------------------------------------------------- public API
     def fit(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
             label_names=None, wave=None, progress=None):
@@ -454,18 +485,23 @@ class SLAM(LabelMethod):
         x = self.label_scaler_.transform(y)
         ys = np.where(bad, 0.0, self.flux_scaler_.transform(np.where(bad, 0.0, f)))
         Cs, gammas = list(self.C_grid), list(self.gamma_grid)
-        mse, md = self._cv_grid(x, ys, m, Cs, gammas, progress, (0.0, 0.8))
+        parts = self._train_pixels(x, ys, m, Cs, gammas, progress)
+        mse, md, C, gi = (np.concatenate([p[i] for p in parts]) for i in range(4))
         flat = mse.reshape(mse.shape[0], -1)
         best = np.argmin(flat, axis=1)
-        ci, gi = np.unravel_index(best, (len(Cs), len(gammas)))
         self.cv_mse_grid_, self.cv_md_grid_ = mse, md
-        self.C_ = np.asarray(Cs)[ci]
+        self.C_ = C
         self.gamma_ = np.asarray(gammas)[gi]
         self.gamma_index_ = gi
         self.cv_mse_ = flat[np.arange(flat.shape[0]), best]
         self.cv_md_ = md.reshape(md.shape[0], -1)[np.arange(flat.shape[0]), best]
-        report(progress, 0.85, "SLAM: refitting every pixel on all stars")
-        self.landmarks_, self.coefs_, self.bias_ = self._fit_fixed(x, ys, m, self.C_, gi, gammas)
+        self.landmarks_, self.coefs_ = [], []
+        for g in range(len(gammas)):   # landmarks are the same in every chunk (deterministic)
+            have = [p[4][g] for p in parts if p[5][g].size]
+            self.landmarks_.append(have[0] if have else np.zeros((0, x.shape[1])))
+            self.coefs_.append(np.concatenate([p[5][g] for p in parts if p[5][g].size], axis=1)
+                               if have else np.zeros((0, 0)))
+        self.bias_ = np.concatenate([p[6] for p in parts])
         self.x_train_ = x
         self.gammas_ = np.asarray(gammas)
         fit = self._flux_std(x)

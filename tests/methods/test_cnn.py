@@ -59,6 +59,21 @@ def test_ensemble_cut_mean_and_spread(fitted, small):
     assert np.all(s > 0)
 
 
+def test_shared_input_prediction_graph_matches_training_graph(fitted, small):
+    """Prediction feeds one spectrum to all members through a rewired first layer; it must
+    give what the trained (per-member input) graph gives for the same spectrum."""
+    X = np.where(np.isfinite(small.flux[300:]), small.flux[300:], 1.0).astype(np.float32)
+    P = ((small.photometry[300:] - fitted.phot_mean_) / fitted.phot_std_).astype(np.float32)
+    net = fitted.models_[0]
+    E = net.output.shape[1]
+    ref = np.asarray(net((np.repeat(X[:, :, None], E, axis=2), np.repeat(P[:, None], E, axis=1)),
+                         training=False))
+    got = (fitted.predict_members(small.flux[300:], photometry=small.photometry[300:])
+           - fitted.label_min_) / (fitted.label_max_ - fitted.label_min_)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    assert ref.std(axis=0).min() > 1e-3   # a network whose output depends on the input
+
+
 def test_save_load_identical(fitted, small, tmp_path):
     fitted.save(tmp_path / "cnn")
     assert sorted(p.suffix for p in (tmp_path / "cnn").iterdir()) == [".json", ".keras", ".npz"]
@@ -139,3 +154,18 @@ def test_jax_backend_trains_predicts_and_round_trips(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="jax")
     r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+def test_blocks_through_dask_give_the_same_members(small):
+    """The dask code path (blocks as tasks, weights shipped back as arrays) trains the
+    same members as the local loop."""
+    import dask
+
+    kw = dict(n_members=4, members_per_model=2, max_epochs=3, patience=5, batch_size=32, random_state=5)
+    a = CNN(**kw).fit(small.flux[:200], small.labels[:200])
+    with dask.config.set(scheduler="synchronous"):
+        b = CNN(use_dask=True, **kw).fit(small.flux[:200], small.labels[:200])
+    assert len(b.models_) == 2 and b.learning_curves_["test_loss"].shape == a.learning_curves_["test_loss"].shape
+    np.testing.assert_allclose(b.final_test_loss_, a.final_test_loss_, rtol=1e-4)
+    np.testing.assert_allclose(b.predict_members(small.flux[300:320]), a.predict_members(small.flux[300:320]),
+                               rtol=1e-4, atol=1e-3)

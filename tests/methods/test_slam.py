@@ -160,3 +160,22 @@ def test_clear_errors(data):
     assert m.n_dropped_missing_ == 5
     with pytest.raises(ValidationError, match="fitted on 900"):
         m.predict(data.flux[:3, :800])
+
+
+def test_pixel_chunks_through_dask_give_the_same_model(data):
+    """Training the pixels as independent dask tasks (the cluster code path) gives the
+    model that one block gives."""
+    import dask
+
+    kw = dict(n_folds=3, C_grid=(1.0, 10.0), gamma_grid=(0.01, 0.1))
+    f, y, e = data.flux[:300], data.labels[:300], data.flux_err[:300]
+    one = SLAM(**kw).fit(f, y, flux_err=e, label_names=NAMES)
+    with dask.config.set(scheduler="threads"):
+        three = SLAM(pixel_chunks=3, **kw).fit(f, y, flux_err=e, label_names=NAMES)
+    assert np.mean(one.C_ == three.C_) > 0.97 and np.mean(one.gamma_index_ == three.gamma_index_) > 0.97
+    np.testing.assert_allclose(three.cv_mse_, one.cv_mse_, rtol=2e-3)
+    for a, b in zip(one.landmarks_, three.landmarks_):
+        np.testing.assert_array_equal(a, b)
+    pa = one.predict(data.flux[800:830], flux_err=data.flux_err[800:830])
+    pb = three.predict(data.flux[800:830], flux_err=data.flux_err[800:830])
+    assert np.all(np.abs(pa - pb) < np.array([20.0, 0.05, 0.01]))
