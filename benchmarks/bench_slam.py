@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--libsvm-self", action="store_true",
                     help="also run libsvm at tol=1e-5 on the same pixels: how often libsvm's own "
                          "default-tolerance choice differs from its tighter-tolerance one")
+    ap.add_argument("--save", default=None, help="save the trained model to this folder")
     ap.add_argument("--astroslam-python", default=None,
                     help="python of a virtualenv with astroslam installed")
     a = ap.parse_args()
@@ -69,6 +70,8 @@ def main():
     model = SLAM().fit(tr.flux, tr.labels, flux_err=tr.flux_err, label_names=NAMES)
     t_ours = time.perf_counter() - t
     print(f"labelcore SLAM training (25-point grid, 5 folds, all 900 pixels): {t_ours:.1f} s")
+    if a.save:
+        model.save(a.save)
 
     # (a) per-pixel GridSearchCV(SVR) with the same folds and standardisation
     x = model.label_scaler_.transform(tr.labels)

@@ -27,7 +27,11 @@ How it is made fast (and what that changes)
   smoothed quadratically over ``huber_delta`` beyond the tube (annealed from 1 to
   ``huber_delta``), by batched Newton-CG with a backtracking line search. The bias b is
   not regularised, as in libsvm. Bad pixels of a star have zero weight in that pixel's
-  regression only.
+  regression only. Newton directions come from Jacobi-preconditioned CG; with
+  ``huber_delta`` = 1e-3 the CV MSEs agree with libsvm's to ~1e-4 (median, relative).
+* ``pixel_chunks`` > 1 splits the pixels into independent dask tasks: on the workers of
+  an active ``dask.distributed.Client`` (a cluster) or dask's local scheduler -- one code
+  path. One machine's cores are already busy with one batched block.
 * Prediction runs Levenberg-Marquardt for all stars at once (JAX, float32): analytic
   Jacobians as one GEMM per gamma group, per-star damping and convergence flags, steps
   accepted on the exactly computed chi2 change, continuous batching (converged stars
@@ -50,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from labelcore.errors import ValidationError
+from labelcore.errors import FormatError, ValidationError
 from labelcore.methods.base import LabelMethod, report
 from labelcore.prep.standardise import Standardiser
 
@@ -771,6 +775,9 @@ class SLAM(LabelMethod):
         return meta, arrays
 
     def _set_state(self, meta, a):
+        if "proj_0" in a:
+            raise FormatError("this SLAM model was saved by an older labelcore (eigen-feature "
+                              "format without landmarks); retrain it with this version")
         self.n_pixels_ = meta["n_pixels"]
         self.n_dropped_missing_ = meta["n_dropped_missing"]
         self.n_cleaned_ = meta["n_cleaned"]
