@@ -228,30 +228,38 @@ def _kernel_rows(theta, gammas, Ls, Ws, with_jac):
 def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
     """Up to ``n_steps`` Levenberg-Marquardt iterations for every active slot of a batch.
 
-    state = (theta [S, M], lam [S], done [S], conv [S], nit [S]); f, w [S, J'] standardised
-    flux and weights 1/(sigma_obs^2 + sigma_model^2) (0 = bad), pixels in gamma-group
-    order. A star has converged when the Gauss-Newton decrement g^T H^-1 g (the chi2
-    still to gain in the local quadratic model) or the chi2 gain of an accepted step is
-    below ``chi2_tol``; it stops unconverged when the damping runs away or at
-    ``max_iter``.
+    state = (theta [S, M], lam [S], done [S], conv [S], nit [S], mod [S, J'], H [S, M, M],
+    chi2 [S]); f, w [S, J'] standardised flux and weights 1/(sigma_obs^2 + sigma_model^2)
+    (0 = bad), pixels in gamma-group order. A star has converged when the Gauss-Newton
+    decrement g^T H^-1 g (the chi2 still to gain in the local quadratic model) or the chi2
+    gain of an accepted step is below ``chi2_tol``; it stops unconverged when the damping
+    runs away or at ``max_iter``.
 
     Steps are accepted on the chi2 *change*, computed from the kernel change
     k(theta + step) - k(theta) = k(theta) expm1(-gamma (2 step.(theta - L) + |step|^2)):
     accurate to float32 precision of the change itself, where the difference of two
     float32 chi2 sums (each ~ J terms with large cancelling kernel coefficients) would
-    be noise for the last small steps."""
-    theta, lam, done, conv, nit = state
-    M = theta.shape[1]
-    eye = jnp.eye(M, dtype=theta.dtype)
+    be noise for the last small steps.
+
+    The state also carries what the caller reports, so no pass over the solutions is
+    needed afterwards: the model flux ``mod`` (without the bias) and ``chi2`` at theta
+    (after an accepted step, the model at the old point plus that exact change), and the
+    Gauss-Newton Hessian ``H`` = J^T W J of the last Jacobian. For a star that converged
+    on the decrement test that Jacobian is at theta itself; after a final accepted step
+    (chi2 gain < ``chi2_tol``, a step below ~0.1 sigma) it is at the point one step
+    before, which changes the formal errors by a negligible fraction of themselves."""
+    M = state[0].shape[1]
+    eye = jnp.eye(M, dtype=state[0].dtype)
 
     def body(st_i):
-        (theta, lam, done, conv, nit), i = st_i
+        (theta, lam, done, conv, nit, mod, Hs, c2), i = st_i
         mj, ks, ds = _kernel_rows(theta, gammas, Ls, Ws, True)
         r = f - bias - mj[:, 0]
         jac = mj[:, 1:]
         jw = jac * w[:, None, :]
         H = jnp.einsum("smj,snj->smn", jw, jac)
         g_ = jnp.einsum("smj,sj->sm", jw, r)
+        chi = jnp.sum(w * r * r, 1)
         dH = jnp.diagonal(H, axis1=1, axis2=2)
         newton = jnp.linalg.solve(H + 1e-9 * eye * (dH[:, None, :] + 1e-12), g_[..., None])[..., 0]
         now_conv = ~done & (jnp.sum(g_ * newton, 1) < chi2_tol)
@@ -261,19 +269,23 @@ def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
                                      Ws[g]) for g in range(len(Ws))], axis=-1)
         dchi = jnp.sum(w * dm * (dm - 2.0 * r), 1)
         ok = (dchi < 0) & ~done & ~now_conv
+        live = ~done
         theta = jnp.where(ok[:, None], theta + step, theta)
+        mod = jnp.where(live[:, None], mj[:, 0] + jnp.where(ok[:, None], dm, 0.0), mod)
+        c2 = jnp.where(live, chi + jnp.where(ok, dchi, 0.0), c2)
+        Hs = jnp.where(live[:, None, None], H, Hs)
         now_conv = now_conv | (ok & (-dchi < chi2_tol))
         lam = jnp.where(ok, lam / 3.0, jnp.where(done | now_conv, lam, lam * 4.0))
         nit = jnp.where(done, nit, nit + 1)
         conv = conv | now_conv
         done = done | now_conv | (lam > 1e8) | (nit >= max_iter)
-        return (theta, lam, done, conv, nit), i + 1
+        return (theta, lam, done, conv, nit, mod, Hs, c2), i + 1
 
     def cond(st_i):
         st, i = st_i
         return (i < n_steps) & ~jnp.all(st[2])
 
-    st, _ = jax.lax.while_loop(cond, body, ((theta, lam, done, conv, nit), 0))
+    st, _ = jax.lax.while_loop(cond, body, (tuple(state), 0))
     return st
 
 
@@ -606,17 +618,19 @@ class SLAM(LabelMethod):
         self._device_cache = (key, dev)
         return dev
 
-    def _solve_batched(self, theta0, fs, w, n_steps=4):
+    def _solve_batched(self, theta0, fs, w, n_steps=2):
         """Levenberg-Marquardt for all stars with *continuous batching*: a fixed number of
         slots (``batch_size``) iterates in JAX; every ``n_steps`` iterations the finished
         stars leave and queued stars take their slots, so no slot idles while the
         slowest star of a batch converges. The queue starts with the least informative
         (lowest S/N, slowest) spectra, and once it is empty the last few stars move to a
-        batch 8x smaller. Returns (theta, converged, n_iter)."""
+        batch 8x smaller. Returns (theta, converged, n_iter, model flux [N, J] in pixel
+        order, GN Hessian [N, M, M], chi2 [N]); see :func:`_lm_chunk` for the last three."""
         n, M = theta0.shape
         perm, gams, Ls, Ws, bias = self._device_model()
         fp = fs[:, perm].astype(np.float32)
         wp = w[:, perm].astype(np.float32)
+        J = fp.shape[1]
         queue = np.argsort(wp.sum(1), kind="stable")
         B = int(max(1, min(int(self.batch_size), n)))
         th = np.zeros((B, M), np.float32)
@@ -624,18 +638,24 @@ class SLAM(LabelMethod):
         done = np.ones(B, bool)
         conv = np.zeros(B, bool)
         nit = np.zeros(B, np.int32)
-        fb = np.zeros((B, fp.shape[1]), np.float32)
+        mod = np.zeros((B, J), np.float32)
+        Hs = np.zeros((B, M, M), np.float32)
+        c2 = np.zeros(B, np.float32)
+        fb = np.zeros((B, J), np.float32)
         wb = np.zeros_like(fb)
         slot = -np.ones(B, int)
         out_theta = theta0.astype(np.float64).copy()
         out_conv = np.zeros(n, bool)
         out_nit = np.zeros(n, int)
+        out_mod = np.zeros((n, J), np.float32)
+        out_H = np.zeros((n, M, M))
+        out_c2 = np.zeros(n)
         nxt = 0
         while True:
             fin = done & (slot >= 0)
-            out_theta[slot[fin]] = th[fin]
-            out_conv[slot[fin]] = conv[fin]
-            out_nit[slot[fin]] = nit[fin]
+            s_ = slot[fin]
+            out_theta[s_], out_conv[s_], out_nit[s_] = th[fin], conv[fin], nit[fin]
+            out_mod[s_], out_H[s_], out_c2[s_] = mod[fin], Hs[fin], c2[fin]
             slot[fin] = -1
             free = np.flatnonzero(slot < 0)
             k = min(free.size, n - nxt)
@@ -652,12 +672,14 @@ class SLAM(LabelMethod):
             if nxt == n and B >= 64 and active.size <= B // 8:   # tail: shrink the batch
                 B //= 8
                 keep = np.concatenate([active, np.flatnonzero(slot < 0)])[:B]
-                th, lam, done, conv, nit, fb, wb, slot = (v[keep] for v in
-                                                         (th, lam, done, conv, nit, fb, wb, slot))
-            res = _lm_chunk((th, lam, done, conv, nit), fb, wb, bias, gams, Ls, Ws,
+                th, lam, done, conv, nit, mod, Hs, c2, fb, wb, slot = (
+                    v[keep] for v in (th, lam, done, conv, nit, mod, Hs, c2, fb, wb, slot))
+            res = _lm_chunk((th, lam, done, conv, nit, mod, Hs, c2), fb, wb, bias, gams, Ls, Ws,
                             n_steps, int(self.lm_max_iter), float(self.lm_tol))
-            th, lam, done, conv, nit = (np.array(r) for r in res)
-        return out_theta, out_conv, out_nit
+            th, lam, done, conv, nit, mod, Hs, c2 = (np.array(r) for r in res)
+        model = np.empty((n, J))
+        model[:, perm] = out_mod + np.asarray(bias)[None, :]
+        return out_theta, out_conv, out_nit, model, out_H, out_c2
 
     def _final_pass_all(self, theta, fs, w):
         """Model flux (pixel order restored), GN Hessian and chi2 at the solutions."""
@@ -685,8 +707,7 @@ class SLAM(LabelMethod):
         sig_obs = np.zeros_like(f) if e is None else np.where(bad, 0.0, e / self.flux_scaler_.std_)
         w = np.where(bad, 0.0, 1.0 / (sig_obs**2 + self.cv_mse_[None, :]))
         theta0 = self._initial_guess(fs, w)
-        theta, conv, nit = self._solve_batched(theta0, fs, w)
-        model, H, c2 = self._final_pass_all(theta, fs, w)
+        theta, conv, nit, model, H, c2 = self._solve_batched(theta0, fs, w)
         M = theta.shape[1]
         cov = np.linalg.pinv(H + 1e-12 * np.eye(M))
         std = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
