@@ -228,70 +228,85 @@ def _kernel_rows(theta, gammas, Ls, Ws, with_jac):
 def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
     """Up to ``n_steps`` Levenberg-Marquardt iterations for every active slot of a batch.
 
-    state = (theta [S, M], lam [S], done [S], conv [S], nit [S], mod [S, J'], H [S, M, M],
-    chi2 [S]); f, w [S, J'] standardised flux and weights 1/(sigma_obs^2 + sigma_model^2)
-    (0 = bad), pixels in gamma-group order. A star has converged when the Gauss-Newton
-    decrement g^T H^-1 g (the chi2 still to gain in the local quadratic model) or the chi2
-    gain of an accepted step is below ``chi2_tol``; it stops unconverged when the damping
-    runs away or at ``max_iter``.
+    f, w [S, J'] are the standardised flux and weights 1/(sigma_obs^2 + sigma_model^2)
+    (0 = bad), pixels in gamma-group order. state = (theta, step, lam, done, conv, nit,
+    fresh, mod, jac, H, chi2, ks): the accepted point theta [S, M] with its model flux
+    (without the bias) ``mod`` [S, J'], Jacobian ``jac`` [S, M, J'], Gauss-Newton Hessian
+    ``H`` = J^T W J, ``chi2`` and kernel values ``ks`` (one [S, m_g] per gamma group); the
+    pending ``step``; ``fresh`` marks slots whose theta is yet to be evaluated.
 
-    Steps are accepted on the chi2 *change*, computed from the kernel change
-    k(theta + step) - k(theta) = k(theta) expm1(-gamma (2 step.(theta - L) + |step|^2)):
-    accurate to float32 precision of the change itself, where the difference of two
-    float32 chi2 sums (each ~ J terms with large cancelling kernel coefficients) would
-    be noise for the last small steps.
+    One iteration is one model evaluation per slot, at theta + step (theta itself when
+    fresh): one GEMM chain per gamma group on the stacked rows [dk, dk/dtheta_1..M]
+    gives the model *change* dm and the Jacobian at the new point. The change comes from
+    k(theta + step) - k(theta) = k(theta) expm1(-gamma (2 step.(theta - L) + |step|^2)),
+    accurate to float32 precision of the change itself (the difference of two float32
+    chi2 sums, each ~ J terms with large cancelling kernel coefficients, is noise for
+    the last small steps), and the step is accepted when the exact chi2 change is
+    negative. So the model at the accepted point is updated, not recomputed, and every
+    evaluation serves as both the test of one step and the Jacobian of the next.
 
-    The state also carries what the caller reports, so no pass over the solutions is
-    needed afterwards: the model flux ``mod`` (without the bias) and ``chi2`` at theta
-    (after an accepted step, the model at the old point plus that exact change), and the
-    Gauss-Newton Hessian ``H`` = J^T W J of the last Jacobian. For a star that converged
-    on the decrement test that Jacobian is at theta itself; after a final accepted step
-    (chi2 gain < ``chi2_tol``, a step below ~0.1 sigma) it is at the point one step
-    before, which changes the formal errors by a negligible fraction of themselves."""
+    At the accepted point the star has converged when the Gauss-Newton decrement
+    g^T H^-1 g (the chi2 still to gain in the local quadratic model), or the chi2 gain of
+    the step just accepted, is below ``chi2_tol``; otherwise the next damped step is
+    solved. The reported Hessian, chi2 and model are therefore those at the solution. A
+    star stops unconverged when the damping runs away or at ``max_iter`` evaluations."""
     M = state[0].shape[1]
     eye = jnp.eye(M, dtype=state[0].dtype)
 
     def body(st_i):
-        (theta, lam, done, conv, nit, mod, Hs, c2), i = st_i
-        mj, ks, ds = _kernel_rows(theta, gammas, Ls, Ws, True)
-        r = f - bias - mj[:, 0]
-        jac = mj[:, 1:]
+        (theta, step, lam, done, conv, nit, fresh, mod, jac, Hs, c2, ks), i = st_i
+        live = ~done
+        pt = jnp.where(fresh[:, None], theta, theta + step)
+        s2 = jnp.sum(step * step, 1)[:, None]
+        outs, knew = [], []
+        for g in range(len(Ws)):
+            d = pt[:, None, :] - Ls[g][None, :, :]                              # [S, m, M]
+            k = jnp.exp(-gammas[g] * jnp.sum(d * d, -1))                        # [S, m]
+            sd = jnp.sum(step * theta, 1)[:, None] - step @ Ls[g].T            # step.(theta - L)
+            dk0 = jnp.where(fresh[:, None], k, ks[g] * jnp.expm1(-gammas[g] * (2.0 * sd + s2)))
+            dk = (-2.0 * gammas[g]) * k[:, None, :] * jnp.swapaxes(d, 1, 2)   # [S, M, m]
+            a = jnp.concatenate([dk0[:, None, :], dk], axis=1).reshape(-1, k.shape[1])
+            outs.append(_apply(a, Ws[g]).reshape(k.shape[0], M + 1, -1))
+            knew.append(k)
+        out = jnp.concatenate(outs, axis=-1)
+        dm, jac_new = out[:, 0], out[:, 1:]
+        r = f - bias - mod
+        dchi = jnp.sum(w * dm * (dm - 2.0 * r), 1)
+        acc = live & (fresh | (dchi < 0))
+        gain_conv = acc & ~fresh & (-dchi < chi2_tol)
+        lam = jnp.where(acc & ~fresh, lam / 3.0, jnp.where(live & ~acc, lam * 4.0, lam))
+        theta = jnp.where(acc[:, None], pt, theta)
+        mod = jnp.where(acc[:, None], jnp.where(fresh[:, None], dm, mod + dm), mod)
+        jac = jnp.where(acc[:, None, None], jac_new, jac)
+        ks = tuple(jnp.where(acc[:, None], kn, ko) for kn, ko in zip(knew, ks, strict=True))
+        # at the accepted point: Hessian, gradient, decrement, next step
+        r = f - bias - mod
         jw = jac * w[:, None, :]
         H = jnp.einsum("smj,snj->smn", jw, jac)
         g_ = jnp.einsum("smj,sj->sm", jw, r)
-        chi = jnp.sum(w * r * r, 1)
         dH = jnp.diagonal(H, axis1=1, axis2=2)
         newton = jnp.linalg.solve(H + 1e-9 * eye * (dH[:, None, :] + 1e-12), g_[..., None])[..., 0]
-        now_conv = ~done & (jnp.sum(g_ * newton, 1) < chi2_tol)
+        now_conv = live & (gain_conv | (jnp.sum(g_ * newton, 1) < chi2_tol))
         step = jnp.linalg.solve(H + lam[:, None, None] * eye * (dH[:, None, :] + 1e-9), g_[..., None])[..., 0]
-        s2 = jnp.sum(step * step, 1)[:, None]
-        dm = jnp.concatenate([_apply(ks[g] * jnp.expm1(-gammas[g] * (2.0 * jnp.einsum("sm,snm->sn", step, ds[g]) + s2)),
-                                     Ws[g]) for g in range(len(Ws))], axis=-1)
-        dchi = jnp.sum(w * dm * (dm - 2.0 * r), 1)
-        ok = (dchi < 0) & ~done & ~now_conv
-        live = ~done
-        theta = jnp.where(ok[:, None], theta + step, theta)
-        mod = jnp.where(live[:, None], mj[:, 0] + jnp.where(ok[:, None], dm, 0.0), mod)
-        c2 = jnp.where(live, chi + jnp.where(ok, dchi, 0.0), c2)
         Hs = jnp.where(live[:, None, None], H, Hs)
-        now_conv = now_conv | (ok & (-dchi < chi2_tol))
-        lam = jnp.where(ok, lam / 3.0, jnp.where(done | now_conv, lam, lam * 4.0))
-        nit = jnp.where(done, nit, nit + 1)
+        c2 = jnp.where(live, jnp.sum(w * r * r, 1), c2)
+        nit = jnp.where(live, nit + 1, nit)
+        fresh = fresh & ~live
         conv = conv | now_conv
         done = done | now_conv | (lam > 1e8) | (nit >= max_iter)
-        return (theta, lam, done, conv, nit, mod, Hs, c2), i + 1
+        return (theta, step, lam, done, conv, nit, fresh, mod, jac, Hs, c2, ks), i + 1
 
     def cond(st_i):
         st, i = st_i
-        return (i < n_steps) & ~jnp.all(st[2])
+        return (i < n_steps) & ~jnp.all(st[3])
 
     st, _ = jax.lax.while_loop(cond, body, (tuple(state), 0))
     return st
 
 
 @jax.jit
-def _final_pass(theta, f, w, bias, gammas, Ls, Ws):
-    """Model flux, chi2 and the Gauss-Newton Hessian J^T W J at the solution."""
+def _evaluate(theta, f, w, bias, gammas, Ls, Ws):
+    """Model flux, Gauss-Newton Hessian J^T W J and chi2 at labels ``theta`` (one batch)."""
     mj, _, _ = _kernel_rows(theta, gammas, Ls, Ws, True)
     mod = mj[:, 0] + bias
     jac = mj[:, 1:]
@@ -556,7 +571,7 @@ class SLAM(LabelMethod):
         self.clean_residuals_ = r
         return keep
 
-    def _initial_guess(self, fs, w, chunk=256, n_pre=32, rank=64):
+    def _initial_guess(self, fs, w, chunk=256, n_pre=16, rank=128):
         """Section 2.3: the labels of the training star whose spectrum matches best (the
         highest likelihood of eq. 8, with each star's own weights and bad pixels; masked
         pixels of training spectra hold the model flux at that star's labels).
@@ -624,23 +639,19 @@ class SLAM(LabelMethod):
         stars leave and queued stars take their slots, so no slot idles while the
         slowest star of a batch converges. The queue starts with the least informative
         (lowest S/N, slowest) spectra, and once it is empty the last few stars move to a
-        batch 8x smaller. Returns (theta, converged, n_iter, model flux [N, J] in pixel
-        order, GN Hessian [N, M, M], chi2 [N]); see :func:`_lm_chunk` for the last three."""
+        batch 8x smaller. Returns (theta, converged, n_evaluations, model flux [N, J] in
+        pixel order, GN Hessian [N, M, M], chi2 [N]), all at the solution (:func:`_lm_chunk`)."""
         n, M = theta0.shape
         perm, gams, Ls, Ws, bias = self._device_model()
-        fp = fs[:, perm].astype(np.float32)
-        wp = w[:, perm].astype(np.float32)
+        fp = np.ascontiguousarray(fs[:, perm], np.float32)
+        wp = np.ascontiguousarray(w[:, perm], np.float32)
         J = fp.shape[1]
         queue = np.argsort(wp.sum(1), kind="stable")
         B = int(max(1, min(int(self.batch_size), n)))
-        th = np.zeros((B, M), np.float32)
-        lam = np.ones(B, np.float32)
-        done = np.ones(B, bool)
-        conv = np.zeros(B, bool)
-        nit = np.zeros(B, np.int32)
-        mod = np.zeros((B, J), np.float32)
-        Hs = np.zeros((B, M, M), np.float32)
-        c2 = np.zeros(B, np.float32)
+        z = lambda *shape, dt=np.float32: np.zeros((B, *shape), dt)  # noqa: E731
+        # theta, step, lam, done, conv, nit, fresh, mod, jac, H, chi2, kernel values per group
+        st = [z(M), z(M), z(), np.ones(B, bool), z(dt=bool), z(dt=np.int32), z(dt=bool), z(J), z(M, J),
+              z(M, M), z(), tuple(z(L.shape[0]) for L in Ls)]
         fb = np.zeros((B, J), np.float32)
         wb = np.zeros_like(fb)
         slot = -np.ones(B, int)
@@ -652,19 +663,24 @@ class SLAM(LabelMethod):
         out_c2 = np.zeros(n)
         nxt = 0
         while True:
-            fin = done & (slot >= 0)
-            s_ = slot[fin]
-            out_theta[s_], out_conv[s_], out_nit[s_] = th[fin], conv[fin], nit[fin]
-            out_mod[s_], out_H[s_], out_c2[s_] = mod[fin], Hs[fin], c2[fin]
-            slot[fin] = -1
+            fin = st[3] & (slot >= 0)
+            if fin.any():
+                s_ = slot[fin]
+                out_theta[s_], out_conv[s_], out_nit[s_] = st[0][fin], st[4][fin], st[5][fin]
+                out_H[s_], out_c2[s_] = st[9][fin], st[10][fin]
+                out_mod[s_] = np.asarray(st[7])[fin]
+                slot[fin] = -1
             free = np.flatnonzero(slot < 0)
             k = min(free.size, n - nxt)
             if k:
                 new, idx = free[:k], queue[nxt:nxt + k]
                 nxt += k
                 slot[new] = idx
-                th[new] = theta0[idx]
-                lam[new], done[new], conv[new], nit[new] = 1e-2, False, False, 0
+                st[0][new] = theta0[idx]
+                st[2][new] = 1e-2
+                st[3][new] = st[4][new] = False
+                st[5][new] = 0
+                st[6][new] = True
                 fb[new], wb[new] = fp[idx], wp[idx]
             active = np.flatnonzero(slot >= 0)
             if not active.size:
@@ -672,17 +688,22 @@ class SLAM(LabelMethod):
             if nxt == n and B >= 64 and active.size <= B // 8:   # tail: shrink the batch
                 B //= 8
                 keep = np.concatenate([active, np.flatnonzero(slot < 0)])[:B]
-                th, lam, done, conv, nit, mod, Hs, c2, fb, wb, slot = (
-                    v[keep] for v in (th, lam, done, conv, nit, mod, Hs, c2, fb, wb, slot))
-            res = _lm_chunk((th, lam, done, conv, nit, mod, Hs, c2), fb, wb, bias, gams, Ls, Ws,
-                            n_steps, int(self.lm_max_iter), float(self.lm_tol))
-            th, lam, done, conv, nit, mod, Hs, c2 = (np.array(r) for r in res)
-        model = np.empty((n, J))
+                st = [tuple(np.asarray(a)[keep] for a in v) if isinstance(v, tuple) else np.asarray(v)[keep]
+                      for v in st]
+                fb, wb, slot = fb[keep], wb[keep], slot[keep]
+            res = _lm_chunk(tuple(st), fb, wb, bias, gams, Ls, Ws, n_steps, int(self.lm_max_iter),
+                            float(self.lm_tol))
+            # the small per-slot arrays come back to the host for the slot bookkeeping; the
+            # model, Jacobian and kernel values stay on the device (a fresh slot overwrites them)
+            st = [v if k in (7, 8, 11) else np.array(v) for k, v in enumerate(res)]
+        model = np.empty((n, J), np.float32)
         model[:, perm] = out_mod + np.asarray(bias)[None, :]
         return out_theta, out_conv, out_nit, model, out_H, out_c2
 
-    def _final_pass_all(self, theta, fs, w):
-        """Model flux (pixel order restored), GN Hessian and chi2 at the solutions."""
+    def _evaluate_at(self, theta, fs, w):
+        """The prediction model (compressed, float32) at standardised labels ``theta``:
+        model flux [N, J] (pixel order), Gauss-Newton Hessian [N, M, M] and chi2 [N] -- an
+        independent evaluation, against which the tests check what the solver reports."""
         n = theta.shape[0]
         perm, gams, Ls, Ws, bias = self._device_model()
         B = int(max(1, min(int(self.batch_size), n)))
@@ -692,31 +713,43 @@ class SLAM(LabelMethod):
         for a in range(0, n, B):
             idx = np.minimum(np.arange(a, a + B), n - 1)   # pad the last batch (one compile)
             k = min(B, n - a)
-            m_, h_, c_ = _final_pass(jnp.asarray(theta[idx], jnp.float32), jnp.asarray(fs[idx][:, perm], jnp.float32),
-                                     jnp.asarray(w[idx][:, perm], jnp.float32), bias, gams, Ls, Ws)
+            m_, h_, c_ = _evaluate(jnp.asarray(theta[idx], jnp.float32), jnp.asarray(fs[idx][:, perm], jnp.float32),
+                                   jnp.asarray(w[idx][:, perm], jnp.float32), bias, gams, Ls, Ws)
             mod[a:a + k, perm] = np.asarray(m_, np.float64)[:k]
             H[a:a + k] = np.asarray(h_, np.float64)[:k]
             c2[a:a + k] = np.asarray(c_, np.float64)[:k]
         return mod, H, c2
 
+    def _likelihood_inputs(self, flux, flux_err):
+        """Standardised flux and weights 1/(sigma_obs^2 + CV MSE) of eq. 8, float32 as the
+        solver uses them (bad pixels: flux 0, weight 0), and the bad-pixel mask."""
+        f, e, bad = self._flux_arrays(flux, flux_err, n_pixels=self.n_pixels_)
+        std = self.flux_scaler_.std_.astype(np.float32)
+        fs = (f.astype(np.float32) - self.flux_scaler_.mean_.astype(np.float32)) / std
+        fs[bad] = 0.0
+        cv = self.cv_mse_.astype(np.float32)
+        if e is None:
+            w = np.broadcast_to(1.0 / cv, f.shape).copy()
+            w[bad] = 0.0
+        else:                                   # e = inf at bad pixels: weight 0
+            w = 1.0 / ((e.astype(np.float32) / std) ** 2 + cv)
+        return fs, w, bad
+
     def predict_details(self, flux, *, flux_err=None):
         """Labels, formal errors, convergence flags, iterations, chi2, fit RMSE per star."""
         self._check_fitted()
-        f, e, bad = self._flux_arrays(flux, flux_err, n_pixels=self.n_pixels_)
-        fs = np.where(bad, 0.0, self.flux_scaler_.transform(f))
-        sig_obs = np.zeros_like(f) if e is None else np.where(bad, 0.0, e / self.flux_scaler_.std_)
-        w = np.where(bad, 0.0, 1.0 / (sig_obs**2 + self.cv_mse_[None, :]))
+        fs, w, bad = self._likelihood_inputs(flux, flux_err)
         theta0 = self._initial_guess(fs, w)
         theta, conv, nit, model, H, c2 = self._solve_batched(theta0, fs, w)
         M = theta.shape[1]
         cov = np.linalg.pinv(H + 1e-12 * np.eye(M))
-        std = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
-        good = ~bad
-        rmse = np.sqrt(np.sum(np.where(good, ((model - fs) * self.flux_scaler_.std_) ** 2, 0), 1)
-                       / np.maximum(good.sum(1), 1))
+        err = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
+        res = (model - fs) * self.flux_scaler_.std_.astype(np.float32)
+        res[bad] = 0.0
+        rmse = np.sqrt(np.einsum("ij,ij->i", res, res) / np.maximum((~bad).sum(1), 1)).astype(float)
         return {
             "labels": self.label_scaler_.inverse(theta),
-            "errors": self.label_scaler_.inverse_scale(std),
+            "errors": self.label_scaler_.inverse_scale(err),
             "converged": conv,
             "n_iter": nit,
             "chi2": c2,

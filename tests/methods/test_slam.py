@@ -61,9 +61,17 @@ def test_batched_prediction_matches_exact_references(model, data):
     # the compressed float32 model used by LM is the fitted model to a small fraction of
     # each pixel's model scatter
     x = model.label_scaler_.transform(a["labels"][:50])
-    fast_flux, _, _ = model._final_pass_all(x, fs[:50], w[:50])
+    fast_flux, _, _ = model._evaluate_at(x, fs[:50], w[:50])
     exact = model._flux_std(x)
     assert np.max(np.abs(fast_flux - exact) / np.sqrt(model.cv_mse_)) < 0.02
+    # what the solver reports at its solution (model flux and chi2 carried along the
+    # iterations as exact updates, the Hessian of the last Jacobian) is the model there
+    fs32, w32, _ = model._likelihood_inputs(f, e)
+    theta, _, _, mod, H, c2 = model._solve_batched(model.label_scaler_.transform(a["initial"]), fs32, w32)
+    mod2, H2, c22 = model._evaluate_at(theta, fs32, w32)
+    assert np.max(np.abs(mod - mod2) / np.sqrt(model.cv_mse_)) < 1e-2   # float32 noise: ~3e-3
+    np.testing.assert_allclose(c2, c22, rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(H, H2, rtol=1e-3, atol=1e-3 * np.abs(H2).max())
 
 
 def test_per_pixel_hyperparameters_and_diagnostics(model):
