@@ -33,11 +33,14 @@ How it is made fast (and what that changes)
   an active ``dask.distributed.Client`` (a cluster) or dask's local scheduler -- one code
   path. One machine's cores are already busy with one batched block.
 * Prediction runs Levenberg-Marquardt for all stars at once (JAX, float32): analytic
-  Jacobians as one GEMM per gamma group, per-star damping and convergence flags, steps
-  accepted on the exactly computed chi2 change, continuous batching (converged stars
-  leave, queued ones take their slots), each group's coefficients compressed to low
-  rank (``compress_tol``), and a two-stage best-match search for the initial guesses.
-  No ``scipy.optimize.least_squares`` call per star.
+  Jacobians as one GEMM per gamma group, per-star damping and convergence flags, and
+  one model evaluation per iteration, at the trial point, giving both the exact model
+  change (which decides acceptance) and the Jacobian of the next step; the model, chi2
+  and Gauss-Newton Hessian at the solution come out of the iteration itself.
+  Continuous batching (converged stars leave, queued ones take their slots), each
+  group's coefficients compressed to low rank (``compress_tol``), and a two-stage
+  best-match search for the initial guesses. No ``scipy.optimize.least_squares`` call
+  per star.
 
 ``benchmarks/bench_slam.py`` measures the speed-up and how often the per-pixel (C, gamma)
 choices agree with a straightforward per-pixel ``GridSearchCV(SVR)``.
