@@ -205,26 +205,23 @@ def _apply(a, Wg):
     return a
 
 
-def _kernel_rows(theta, gammas, Ls, Ws, with_jac):
-    """Batched model flux (pixels in gamma-group order, without the bias) and, with
-    ``with_jac``, the analytic Jacobian: returns (mj [S, 1 + M, J'] or [S, J'], k, d) with
-    the kernel values k[g] [S, m_g] and differences d[g] = theta - L_g [S, m_g, M] for
-    reuse. One GEMM chain per gamma group on the stacked rows [k, dk/dtheta_1..M]
-    (dk/dtheta = -2 gamma (theta - L) k)."""
+def _kernel_rows(theta, gammas, Ls, Ws, first_row=None):
+    """The model and its analytic Jacobian at ``theta`` [S, M], pixels in gamma-group
+    order, without the bias: one GEMM chain per gamma group on the stacked rows
+    [r0, dk/dtheta_1..M] (dk/dtheta = -2 gamma (theta - L) k). r0 is the kernel row k
+    itself (the model flux) or ``first_row(g, k)`` (e.g. a kernel *change*, for the model
+    change). Returns (rows [S, 1 + M, J'], kernel values k[g] [S, m_g])."""
     s, M = theta.shape
-    outs, ks, ds = [], [], []
+    outs, ks = [], []
     for g in range(len(Ws)):
-        d = theta[:, None, :] - Ls[g][None, :, :]                  # [S, m, M]
-        k = jnp.exp(-gammas[g] * jnp.sum(d * d, -1))                # [S, m]
-        if with_jac:
-            dk = (-2.0 * gammas[g]) * k[:, None, :] * jnp.swapaxes(d, 1, 2)   # [S, M, m]
-            a = jnp.concatenate([k[:, None, :], dk], axis=1).reshape(s * (M + 1), -1)
-            outs.append(_apply(a, Ws[g]).reshape(s, M + 1, -1))
-        else:
-            outs.append(_apply(k, Ws[g]))
+        d = theta[:, None, :] - Ls[g][None, :, :]                            # [S, m, M]
+        k = jnp.exp(-gammas[g] * jnp.sum(d * d, -1))                          # [S, m]
+        dk = (-2.0 * gammas[g]) * k[:, None, :] * jnp.swapaxes(d, 1, 2)     # [S, M, m]
+        r0 = k if first_row is None else first_row(g, k)
+        a = jnp.concatenate([r0[:, None, :], dk], axis=1).reshape(s * (M + 1), -1)
+        outs.append(_apply(a, Ws[g]).reshape(s, M + 1, -1))
         ks.append(k)
-        ds.append(d)
-    return jnp.concatenate(outs, axis=-1), ks, ds
+    return jnp.concatenate(outs, axis=-1), ks
 
 
 @jax.jit
@@ -261,17 +258,13 @@ def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
         live = ~done
         pt = jnp.where(fresh[:, None], theta, theta + step)
         s2 = jnp.sum(step * step, 1)[:, None]
-        outs, knew = [], []
-        for g in range(len(Ws)):
-            d = pt[:, None, :] - Ls[g][None, :, :]                              # [S, m, M]
-            k = jnp.exp(-gammas[g] * jnp.sum(d * d, -1))                        # [S, m]
-            sd = jnp.sum(step * theta, 1)[:, None] - step @ Ls[g].T            # step.(theta - L)
-            dk0 = jnp.where(fresh[:, None], k, ks[g] * jnp.expm1(-gammas[g] * (2.0 * sd + s2)))
-            dk = (-2.0 * gammas[g]) * k[:, None, :] * jnp.swapaxes(d, 1, 2)   # [S, M, m]
-            a = jnp.concatenate([dk0[:, None, :], dk], axis=1).reshape(-1, k.shape[1])
-            outs.append(_apply(a, Ws[g]).reshape(k.shape[0], M + 1, -1))
-            knew.append(k)
-        out = jnp.concatenate(outs, axis=-1)
+        st_th = jnp.sum(step * theta, 1)[:, None]
+
+        def change(g, k):   # k(theta + step) - k(theta), from the kernel at theta
+            sd = st_th - step @ Ls[g].T                                    # step.(theta - L)
+            return jnp.where(fresh[:, None], k, ks[g] * jnp.expm1(-gammas[g] * (2.0 * sd + s2)))
+
+        out, knew = _kernel_rows(pt, gammas, Ls, Ws, change)
         dm, jac_new = out[:, 0], out[:, 1:]
         r = f - bias - mod
         dchi = jnp.sum(w * dm * (dm - 2.0 * r), 1)
@@ -310,7 +303,7 @@ def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
 @jax.jit
 def _evaluate(theta, f, w, bias, gammas, Ls, Ws):
     """Model flux, Gauss-Newton Hessian J^T W J and chi2 at labels ``theta`` (one batch)."""
-    mj, _, _ = _kernel_rows(theta, gammas, Ls, Ws, True)
+    mj, _ = _kernel_rows(theta, gammas, Ls, Ws)
     mod = mj[:, 0] + bias
     jac = mj[:, 1:]
     H = jnp.einsum("smj,snj->smn", jac * w[:, None, :], jac)
