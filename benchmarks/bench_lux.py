@@ -41,7 +41,8 @@ def run(setup, n_train, n_test, giants, cv_kwargs):
           f"Omega = {cv.omega_:g}")
     for g in cv.cv_results_["grid"]:
         print(f"   P={g['n_latent']:3d} Omega={g['omega']:7g}  worst MSE/var={g['worst_label_mse_fraction']:.3f}"
-              f"  mean MSE/var={g['label_mse_fraction']:.3f}  chi2_label={g['chi2_label']:.4g}  chi2_flux={g['chi2_flux']:.4g}")
+              f"  mean MSE/var={g['label_mse_fraction']:.3f}  chi2_label={g['chi2_label']:.4g}"
+              f"  chi2_flux={g['chi2_flux']:.4g}")
     t = time.perf_counter()
     m = Lux(n_latent=cv.n_latent_, omega=cv.omega_).fit(tr.flux, tr.labels, flux_err=tr.flux_err,
                                                          label_err=tr.label_err, label_names=d.label_names)

@@ -43,7 +43,8 @@ import sys, time, json, numpy as np
 from slam import Slam
 d = np.load(sys.argv[1])
 s = Slam(d["wave"], d["flux"], d["ivar"], d["labels"])
-grid = {"C": list(10.0 ** np.array([0, .5, 1, 1.5, 2])), "gamma": list(10.0 ** np.array([-3, -2.5, -2, -1.5, -1])), "epsilon": [0.05]}
+grid = {"C": list(10.0 ** np.array([0, .5, 1, 1.5, 2])),
+        "gamma": list(10.0 ** np.array([-3, -2.5, -2, -1.5, -1])), "epsilon": [0.05]}
 t = time.perf_counter()
 s.train_pixels(method="grid", param_grid=grid, cv=5, n_jobs=2, verbose=0, backend="loky")
 print(json.dumps({"seconds": time.perf_counter() - t, "pixels": int(d["flux"].shape[1])}))
@@ -209,7 +210,7 @@ def main():
     sc_b = np.std(y[:nloop] - te.truth[:nloop], 0)
     sc_l = np.std(yl - te.truth[:nloop], 0)
     print("scatter on the 40 loop stars, batched vs loop: " +
-          ", ".join(f"{n} {b:.3g}/{l:.3g}" for n, b, l in zip(NAMES, sc_b, sc_l)))
+          ", ".join(f"{n} {b:.3g}/{l:.3g}" for n, b, l in zip(NAMES, sc_b, sc_l, strict=True)))
     print(label_table(NAMES, y, te.truth, te.snr, bins=(20, 40, 60, 100, 150, 300)))
     from labelcore.evaluate import fit_error_model
 

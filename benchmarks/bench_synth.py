@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from labelcore.data.synth.setups import SETUPS
 from labelcore.data.synth.survey import make_catalogue, make_survey
 

@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--setup", default="rave", choices=["rave", "lamost", "apogee"])
     b.add_argument("--label-source", default="catalogue", choices=["catalogue", "galah"])
     b.add_argument("--preset", help="preset of the synthetic manifest, e.g. guiglion2020")
-    b.add_argument("--cut", action="append", help='extra cut as JSON, e.g. \'{"column": "teff", "op": "<", "value": 5500}\'')
+    b.add_argument("--cut", action="append",
+                   help='extra cut as JSON, e.g. \'{"column": "teff", "op": "<", "value": 5500}\'')
     b.add_argument("--labels", help="comma-separated names or a paper key (guiglion2020, zhang2020, horta2024)")
     b.add_argument("--photometry", action="store_true")
     b.add_argument("--max-stars", type=int)

@@ -32,7 +32,7 @@ def bias_scatter(pred, truth, names, snr=None, bins=SNR_BINS) -> pd.DataFrame:
     add(np.ones(len(pred), bool), np.nan, np.nan)
     if snr is not None:
         snr = np.asarray(snr, float)
-        for lo, hi in zip(bins[:-1], bins[1:]):
+        for lo, hi in zip(bins[:-1], bins[1:], strict=True):
             add((snr >= lo) & (snr < hi), lo, hi)
     return pd.DataFrame(rows)
 
@@ -48,7 +48,7 @@ def fit_error_model(snr, resid, bins=SNR_BINS, min_count=10) -> dict:
     snr = np.asarray(snr, float)
     resid = np.asarray(resid, float)
     xs, ys = [], []
-    for lo, hi in zip(bins[:-1], bins[1:]):
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
         m = (snr >= lo) & (snr < hi) & np.isfinite(resid)
         if m.sum() >= min_count:
             xs.append(np.median(snr[m]))

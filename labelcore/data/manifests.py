@@ -167,7 +167,7 @@ def read_survey_table(path, manifest: Manifest | str, product: str) -> Catalogue
             raise FormatError(f"{path}: id column {idc!r} missing")
         return Catalogue(raw, name=man.name)
     needed = [idc]
-    for cname, spec in cols.items():
+    for spec in cols.values():
         if spec.get("optional"):
             continue
         needed.append(spec["column"])

@@ -636,7 +636,8 @@ class _EnsembleStopper:
                     self.final_test[e] = self.best[e]
         # frozen members are written back to their stop-time weights
         self._members_set(self.frozen)
-        frac = (self.offset + (~self.active).sum() + self.active.sum() * (epoch + 1) / self.owner.max_epochs) / self.total
+        done = (~self.active).sum() + self.active.sum() * (epoch + 1) / self.owner.max_epochs
+        frac = (self.offset + done) / self.total
         report(self.progress, min(frac, 0.999),
                f"CNN epoch {epoch + 1}: {int(self.active.sum())}/{self.E} members training")
         if not self.active.any():

@@ -44,8 +44,9 @@ Choices (the paper's, unless said):
   with ``omega_test`` gives the paper's form. The reverse direction (z from labels,
   spectra = B z) is :meth:`predict_spectra`.
 * **Hyper-parameters** (Appendix A): K-fold CV over P in {1, 2, 4, 8} x M and
-  Omega in {0.01, 0.1, 1, 10, 100, 1000} (the paper's grid extended down, see below). P = M cannot hold the initial latents [1, labels] (the paper's
-  own requirement P >= M + 1), so the smallest grid point is M + 1. For every fold and P
+  Omega in {0.01, 0.1, 1, 10, 100, 1000} (the paper's grid extended down, see below).
+  P = M cannot hold the initial latents [1, labels] (the paper's own requirement
+  P >= M + 1), so the smallest grid point is M + 1. For every fold and P
   agenda 1 is run once and shared by all Omega (it does not involve Omega). The metric
   is evaluated on the held-out fold with latents inferred from the flux. Eq. (A1) is
   dominated by its flux term, which improves with every extra latent dimension whatever
@@ -360,7 +361,7 @@ class Lux(LabelMethod):
                                    progress=progress, frac=(0.5 * done / total, 0.5 * (done + 1) / total),
                                    seed=self.random_state)
                 done += 1
-                for om, (A, B, s, Ztr) in zip(oms, fits):
+                for om, (A, B, s, Ztr) in zip(oms, fits, strict=True):
                     wf = np.where(wf0[te] > 0, 1.0 / (var[te] + s**2), 0.0)
                     Z = self._test_latents(f[te], wf, B, self._prior(Ztr, om))
                     rl = yt[te] - Z @ A.T

@@ -190,7 +190,7 @@ def _model_flux(xq, gammas, gidx, landmarks, coefs, bias):
     """Standardised model flux [S, J] of the fitted per-pixel SVRs at labels ``xq`` [S, M]
     (numpy, float64): pixel j of gamma group g is k(xq, L_g) @ coefs[g][:, rank of j] + b_j."""
     out = np.zeros((xq.shape[0], bias.size)) + bias
-    for g, (L, W) in enumerate(zip(landmarks, coefs)):
+    for g, (L, W) in enumerate(zip(landmarks, coefs, strict=True)):
         cols = np.flatnonzero(gidx == g)
         if cols.size:
             out[:, cols] += rbf(xq, L, gammas[g]) @ W
@@ -817,7 +817,7 @@ class SLAM(LabelMethod):
                   "cv_mse": self.cv_mse_, "cv_md": self.cv_md_, "mse": self.mse_, "md": self.md_,
                   "cv_mse_grid": self.cv_mse_grid_, "cv_md_grid": self.cv_md_grid_,
                   "train_flux_std": self.train_flux_std_, "train_mask": self.train_mask_}
-        for g, (L, W) in enumerate(zip(self.landmarks_, self.coefs_)):
+        for g, (L, W) in enumerate(zip(self.landmarks_, self.coefs_, strict=True)):
             arrays[f"landmarks_{g}"] = L
             arrays[f"coef_{g}"] = W
         if self.wave_ is not None:

@@ -19,7 +19,12 @@ import pandas as pd
 
 from labelcore.data.containers import PHOT_BANDS, Labels, Spectra
 from labelcore.data.io import (
-    atomic_dir, read_spectra, read_spectra_meta, read_table, write_spectra, write_table,
+    atomic_dir,
+    read_spectra,
+    read_spectra_meta,
+    read_table,
+    write_spectra,
+    write_table,
 )
 from labelcore.data.manifests import load_manifest
 from labelcore.errors import EmptySelectionError, ValidationError

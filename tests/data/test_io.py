@@ -4,9 +4,18 @@ import pytest
 
 from labelcore.data import Catalogue, Spectra
 from labelcore.data.io import (
-    SpectraWriter, open_spectra_dask, read_fits_table, read_spectra, read_spectra_fits,
-    read_spectra_meta, read_table, spectra_info, write_fits_table, write_spectra,
-    write_spectra_fits, write_table,
+    SpectraWriter,
+    open_spectra_dask,
+    read_fits_table,
+    read_spectra,
+    read_spectra_fits,
+    read_spectra_meta,
+    read_table,
+    spectra_info,
+    write_fits_table,
+    write_spectra,
+    write_spectra_fits,
+    write_table,
 )
 from labelcore.errors import FormatError
 

@@ -98,7 +98,8 @@ def test_bad_manifests_are_rejected(tmp_path):
     p.write_text("name: x\nsurvey: X\nrelease: 1\nproducts:\n  t: {kind: table, columns: {}}\n")
     with pytest.raises(ManifestError, match="lacks 'id_column'"):
         load_manifest(p)
-    p.write_text("name: x\nsurvey: X\nrelease: 1\nproducts: {}\npresets:\n  a: {cuts: [{column: teff, op: '~', value: 1}]}\n")
+    p.write_text("name: x\nsurvey: X\nrelease: 1\nproducts: {}\n"
+                 "presets:\n  a: {cuts: [{column: teff, op: '~', value: 1}]}\n")
     with pytest.raises(ManifestError, match="preset 'a'.*op"):
         load_manifest(p)
     p.write_text("name: [unclosed\n")

@@ -75,7 +75,7 @@ def test_giants_look_like_real_apogee(realdata, pop):
     real = real[(real.teff > 3000) & (real.logg > -1) & (real.m_h > -5)]
     obs = observe_labels(pop, names=["teff", "logg", "m_h", "alpha_m"])
     for lo in (1.0, 1.5, 2.5, 3.0):  # RGB ridge per logg bin, solar-ish metallicity
-        def ridge(d):
+        def ridge(d, lo=lo):
             b = d[(d.logg > lo) & (d.logg < lo + 0.5) & d.m_h.between(-0.4, 0.2)]
             return b.teff.median()
         assert abs(ridge(obs) - ridge(real)) < 120, lo

@@ -39,7 +39,7 @@ def test_members_stop_and_stay_frozen(small):
     for e in stopped:
         now = [np.take(np.asarray(v.numpy()), range(e * s, (e + 1) * s), axis=ax)
                for v, ax, s in _member_slices(m.models_[0], 4)]
-        for a, b in zip(now, cb.frozen[e]):
+        for a, b in zip(now, cb.frozen[e], strict=True):
             np.testing.assert_array_equal(a, b)
         # its learning curve ends where it stopped
         assert np.isfinite(m.learning_curves_["test_loss"][e]).sum() == m.stop_epoch_[e]

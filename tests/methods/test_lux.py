@@ -71,7 +71,7 @@ def test_predicts_held_out_labels(world, fitted):
 def test_training_chi2_decreases(fitted):
     h = [r for r in fitted.chi2_history_ if r["agenda"] == 1]
     tot = [r["chi2_label"] + r["chi2_flux"] for r in h]
-    assert len(h) == 5 and all(b <= a * (1 + 1e-6) for a, b in zip(tot, tot[1:]))
+    assert len(h) == 5 and all(b <= a * (1 + 1e-6) for a, b in zip(tot[:-1], tot[1:], strict=True))
 
 
 def test_emulator_reproduces_spectra(world, fitted):

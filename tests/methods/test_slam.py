@@ -185,7 +185,7 @@ def test_pixel_chunks_through_dask_give_the_same_model(data):
     # stars per fold its CV MSE at large C and gamma is good to a few per cent
     rel = np.abs(three.cv_mse_ / one.cv_mse_ - 1)
     assert np.median(rel) < 5e-3 and np.percentile(rel, 95) < 6e-2
-    for a, b in zip(one.landmarks_, three.landmarks_):
+    for a, b in zip(one.landmarks_, three.landmarks_, strict=True):
         np.testing.assert_array_equal(a, b)
     pa = one.predict(data.flux[800:830], flux_err=data.flux_err[800:830])
     pb = three.predict(data.flux[800:830], flux_err=data.flux_err[800:830])

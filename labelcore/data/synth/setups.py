@@ -55,7 +55,7 @@ class Setup:
 def _comb(rng, lo, hi, n, species, strength, tsens, gsens):
     w = np.sort(rng.uniform(lo, hi, n))
     s = strength + rng.normal(0, 0.35, n)
-    return [(float(a), species, float(b), tsens, gsens, 0.0) for a, b in zip(w, s)]
+    return [(float(a), species, float(b), tsens, gsens, 0.0) for a, b in zip(w, s, strict=True)]
 
 
 def _bandhead(head, n, species, strength, tsens, gsens):
@@ -63,7 +63,7 @@ def _bandhead(head, n, species, strength, tsens, gsens):
     k = np.arange(n)
     w = head + 0.35 * k**1.5
     s = strength - 0.02 * k
-    return [(float(a), species, float(b), tsens, gsens, 0.0) for a, b in zip(w, s)]
+    return [(float(a), species, float(b), tsens, gsens, 0.0) for a, b in zip(w, s, strict=True)]
 
 
 def _rave_lines():

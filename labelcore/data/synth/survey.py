@@ -29,8 +29,8 @@ import pandas as pd
 from labelcore import __version__
 from labelcore.data.io import SpectraWriter, atomic_dir, write_table
 from labelcore.data.synth.population import LABEL_ERRORS, make_population, observe_labels
-from labelcore.data.synth.spectra import LineModel, observe
 from labelcore.data.synth.setups import SETUPS
+from labelcore.data.synth.spectra import LineModel, observe
 
 #: median S/N per pixel and the magnitude column driving it, per set-up
 SNR_MODEL = {"rave": (45.0, "g"), "lamost": (60.0, "g"), "apogee": (150.0, "h")}
@@ -169,7 +169,7 @@ def _write_setup(fname, setup, cat, rows, obs_rows, visit, obs_snr, p, rng, chun
             flux, err, mask = observe(setup, labels, obs_snr[a:b], rng,
                                       rv=None if p["rest_frame"] else rv[a:b],
                                       normalised=p["normalised"], model=model)
-            obs_id = [f"{setup.upper()}-{sid}-{v}" for sid, v in zip(s["id"], visit[a:b])]
+            obs_id = [f"{setup.upper()}-{sid}-{v}" for sid, v in zip(s["id"], visit[a:b], strict=True)]
             meta = pd.DataFrame({"star_id": s["id"].to_numpy(),
                                  "source_id": s["source_id"].to_numpy(),
                                  "snr": obs_snr[a:b], "rv": rv[a:b], "visit": visit[a:b]})
