@@ -45,6 +45,23 @@ def test_members_stop_and_stay_frozen(small):
         assert np.isfinite(m.learning_curves_["test_loss"][e]).sum() == m.stop_epoch_[e]
 
 
+def test_learning_curves_train_and_test_loss_are_each_members_own(small):
+    """With no dropout and a zero learning rate the weights never move, so the epoch's
+    train loss (accumulated inside the training step, per member) must equal each
+    member's masked MSE over its own training rows, and the test loss over its own
+    test rows: checks the per-member bookkeeping against a direct evaluation."""
+    m = CNN(n_members=3, members_per_model=3, max_epochs=2, patience=10, batch_size=32, dropout=0.0,
+            learning_rate=0.0, random_state=5).fit(small.flux[:300], small.labels[:300],
+                                                   photometry=small.photometry[:300])
+    cb = m._stoppers[0]
+    for name, rows in (("train_loss", cb.train_idx), ("test_loss", cb.test_idx)):
+        direct, _ = cb._loss(rows)
+        for e in range(3):
+            np.testing.assert_allclose(m.learning_curves_[name][e], direct[e], rtol=1e-4)
+    # the members are different networks: their losses differ
+    assert np.ptp(m.learning_curves_["train_loss"][:, 0]) > 0
+
+
 def test_ensemble_cut_mean_and_spread(fitted, small):
     assert fitted.kept_members_.sum() == 4  # 20 % of 5 dropped
     worst = np.argmax(fitted.final_test_loss_)
