@@ -51,6 +51,7 @@ from __future__ import annotations
 import time
 import warnings
 from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -224,16 +225,32 @@ def _kernel_rows(theta, gammas, Ls, Ws, first_row=None):
     return jnp.concatenate(outs, axis=-1), ks
 
 
+class _LMState(NamedTuple):
+    """Per-slot state of the batched Levenberg-Marquardt (a JAX pytree): see
+    :func:`_lm_chunk`."""
+
+    theta: Any      # [S, M] accepted point (fresh slots: the initial guess)
+    step: Any       # [S, M] pending step from theta
+    lam: Any        # [S] damping
+    done: Any       # [S] finished (converged or given up)
+    conv: Any       # [S] converged
+    nit: Any        # [S] model evaluations so far
+    fresh: Any      # [S] theta not evaluated yet
+    mod: Any        # [S, J'] model flux at theta, without the bias
+    jac: Any        # [S, M, J'] Jacobian at theta
+    H: Any          # [S, M, M] Gauss-Newton Hessian at theta
+    chi2: Any       # [S]
+    ks: Any         # tuple of [S, m_g]: kernel values at theta per gamma group
+
+
 @jax.jit
 def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
     """Up to ``n_steps`` Levenberg-Marquardt iterations for every active slot of a batch.
 
     f, w [S, J'] are the standardised flux and weights 1/(sigma_obs^2 + sigma_model^2)
-    (0 = bad), pixels in gamma-group order. state = (theta, step, lam, done, conv, nit,
-    fresh, mod, jac, H, chi2, ks): the accepted point theta [S, M] with its model flux
-    (without the bias) ``mod`` [S, J'], Jacobian ``jac`` [S, M, J'], Gauss-Newton Hessian
-    ``H`` = J^T W J, ``chi2`` and kernel values ``ks`` (one [S, m_g] per gamma group); the
-    pending ``step``; ``fresh`` marks slots whose theta is yet to be evaluated.
+    (0 = bad), pixels in gamma-group order; ``state`` is an :class:`_LMState`: the
+    accepted point theta with its model flux, Jacobian, Gauss-Newton Hessian J^T W J, chi2
+    and kernel values, the pending step, and ``fresh`` for slots not evaluated yet.
 
     One iteration is one model evaluation per slot, at theta + step (theta itself when
     fresh): one GEMM chain per gamma group on the stacked rows [dk, dk/dtheta_1..M]
@@ -250,8 +267,8 @@ def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
     the step just accepted, is below ``chi2_tol``; otherwise the next damped step is
     solved. The reported Hessian, chi2 and model are therefore those at the solution. A
     star stops unconverged when the damping runs away or at ``max_iter`` evaluations."""
-    M = state[0].shape[1]
-    eye = jnp.eye(M, dtype=state[0].dtype)
+    M = state.theta.shape[1]
+    eye = jnp.eye(M, dtype=state.theta.dtype)
 
     def body(st_i):
         (theta, step, lam, done, conv, nit, fresh, mod, jac, Hs, c2, ks), i = st_i
@@ -290,13 +307,13 @@ def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
         fresh = fresh & ~live
         conv = conv | now_conv
         done = done | now_conv | (lam > 1e8) | (nit >= max_iter)
-        return (theta, step, lam, done, conv, nit, fresh, mod, jac, Hs, c2, ks), i + 1
+        return _LMState(theta, step, lam, done, conv, nit, fresh, mod, jac, Hs, c2, ks), i + 1
 
     def cond(st_i):
         st, i = st_i
-        return (i < n_steps) & ~jnp.all(st[3])
+        return (i < n_steps) & ~jnp.all(st.done)
 
-    st, _ = jax.lax.while_loop(cond, body, (tuple(state), 0))
+    st, _ = jax.lax.while_loop(cond, body, (state, 0))
     return st
 
 
@@ -645,9 +662,9 @@ class SLAM(LabelMethod):
         queue = np.argsort(wp.sum(1), kind="stable")
         B = int(max(1, min(int(self.batch_size), n)))
         z = lambda *shape, dt=np.float32: np.zeros((B, *shape), dt)  # noqa: E731
-        # theta, step, lam, done, conv, nit, fresh, mod, jac, H, chi2, kernel values per group
-        st = [z(M), z(M), z(), np.ones(B, bool), z(dt=bool), z(dt=np.int32), z(dt=bool), z(J), z(M, J),
-              z(M, M), z(), tuple(z(L.shape[0]) for L in Ls)]
+        st = _LMState(theta=z(M), step=z(M), lam=z(), done=np.ones(B, bool), conv=z(dt=bool),
+                      nit=z(dt=np.int32), fresh=z(dt=bool), mod=z(J), jac=z(M, J), H=z(M, M), chi2=z(),
+                      ks=tuple(z(L.shape[0]) for L in Ls))
         fb = np.zeros((B, J), np.float32)
         wb = np.zeros_like(fb)
         slot = -np.ones(B, int)
@@ -659,24 +676,24 @@ class SLAM(LabelMethod):
         out_c2 = np.zeros(n)
         nxt = 0
         while True:
-            fin = st[3] & (slot >= 0)
+            fin = st.done & (slot >= 0)
             if fin.any():
                 s_ = slot[fin]
-                out_theta[s_], out_conv[s_], out_nit[s_] = st[0][fin], st[4][fin], st[5][fin]
-                out_H[s_], out_c2[s_] = st[9][fin], st[10][fin]
-                out_mod[s_] = np.asarray(st[7])[fin]
+                out_theta[s_], out_conv[s_], out_nit[s_] = st.theta[fin], st.conv[fin], st.nit[fin]
+                out_H[s_], out_c2[s_] = st.H[fin], st.chi2[fin]
+                out_mod[s_] = np.asarray(st.mod)[fin]
                 slot[fin] = -1
             free = np.flatnonzero(slot < 0)
-            k = min(free.size, n - nxt)
-            if k:
-                new, idx = free[:k], queue[nxt:nxt + k]
-                nxt += k
+            n_new = min(free.size, n - nxt)
+            if n_new:
+                new, idx = free[:n_new], queue[nxt:nxt + n_new]
+                nxt += n_new
                 slot[new] = idx
-                st[0][new] = theta0[idx]
-                st[2][new] = 1e-2
-                st[3][new] = st[4][new] = False
-                st[5][new] = 0
-                st[6][new] = True
+                st.theta[new] = theta0[idx]
+                st.lam[new] = 1e-2
+                st.done[new] = st.conv[new] = False
+                st.nit[new] = 0
+                st.fresh[new] = True
                 fb[new], wb[new] = fp[idx], wp[idx]
             active = np.flatnonzero(slot >= 0)
             if not active.size:
@@ -684,14 +701,13 @@ class SLAM(LabelMethod):
             if nxt == n and B >= 64 and active.size <= B // 8:   # tail: shrink the batch
                 B //= 8
                 keep = np.concatenate([active, np.flatnonzero(slot < 0)])[:B]
-                st = [tuple(np.asarray(a)[keep] for a in v) if isinstance(v, tuple) else np.asarray(v)[keep]
-                      for v in st]
+                st = jax.tree_util.tree_map(lambda a, keep=keep: np.asarray(a)[keep], st)
                 fb, wb, slot = fb[keep], wb[keep], slot[keep]
-            res = _lm_chunk(tuple(st), fb, wb, bias, gams, Ls, Ws, n_steps, int(self.lm_max_iter),
-                            float(self.lm_tol))
+            res = _lm_chunk(st, fb, wb, bias, gams, Ls, Ws, n_steps, int(self.lm_max_iter), float(self.lm_tol))
             # the small per-slot arrays come back to the host for the slot bookkeeping; the
             # model, Jacobian and kernel values stay on the device (a fresh slot overwrites them)
-            st = [v if k in (7, 8, 11) else np.array(v) for k, v in enumerate(res)]
+            st = res._replace(**{f: np.array(getattr(res, f))
+                                 for f in _LMState._fields if f not in ("mod", "jac", "ks")})
         model = np.empty((n, J), np.float32)
         model[:, perm] = out_mod + np.asarray(bias)[None, :]
         return out_theta, out_conv, out_nit, model, out_H, out_c2
