@@ -30,8 +30,8 @@ the paper's section 7 ablation) for stars without parallax or photometry.
 **Batched ensemble**: ``members_per_model`` members live in one Keras model. The spectra
 enter as ``members_per_model`` channels (each member sees its *own* mini-batch order
 drawn from its *own* training set), the convolutions are grouped so that member m's
-filters only see member m's channels (one small dense convolution per member inside one
-layer, see :class:`GroupConv1D`), and the dense layers are batched
+filters only see member m's channels (dense convolutions with block-diagonal kernels
+over 2-4 members each, see :class:`GroupConv1D`), and the dense layers are batched
 (``EinsumDense`` with a member axis). One optimizer step updates every
 member; members never share a weight. A member that has early-stopped is frozen: its
 weights are written back to their stop-time values after every epoch, so the rest go on
