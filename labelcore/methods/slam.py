@@ -374,6 +374,10 @@ class SLAM(LabelMethod):
     max_rank : at most this many landmarks per gamma.
     huber_delta : smoothing width of the loss beyond the tube (standardised flux).
     n_newton : Newton iterations of the batched SVR solver.
+    refine_tol : grid points whose batched CV MSE is within this fraction of the pixel's
+        minimum are re-evaluated with exact SVRs (libsvm on the exact precomputed kernel),
+        which then decide the choice (0 = off). See ``_refine_exact``.
+    n_jobs : threads for the exact refinement (default: all cores).
     lm_max_iter : Levenberg-Marquardt iteration limit (unconverged stars are flagged).
     lm_tol : convergence when the Gauss-Newton decrement g^T H^-1 g (chi2 still to gain)
         (or the chi2 gain of an accepted step) is below this: 1e-2 puts the labels within
@@ -391,8 +395,8 @@ class SLAM(LabelMethod):
 
     def __init__(self, C_grid=DEFAULT_C, gamma_grid=DEFAULT_GAMMA, epsilon=0.05, n_folds=5,
                  clean=False, clean_sigma=4.0, rank_tol=1e-7, max_rank=1000, huber_delta=1e-3,
-                 n_newton=20, lm_max_iter=60, lm_tol=1e-2, compress_tol=1e-3, batch_size=256,
-                 pixel_chunks=1, random_state=0):
+                 n_newton=20, refine_tol=2e-4, n_jobs=None, lm_max_iter=60, lm_tol=1e-2,
+                 compress_tol=1e-3, batch_size=256, pixel_chunks=1, random_state=0):
         self.C_grid = C_grid
         self.gamma_grid = gamma_grid
         self.epsilon = epsilon
@@ -403,6 +407,8 @@ class SLAM(LabelMethod):
         self.max_rank = max_rank
         self.huber_delta = huber_delta
         self.n_newton = n_newton
+        self.refine_tol = refine_tol
+        self.n_jobs = n_jobs
         self.lm_max_iter = lm_max_iter
         self.lm_tol = lm_tol
         self.compress_tol = compress_tol
@@ -412,19 +418,23 @@ class SLAM(LabelMethod):
 
     # ----------------------------------------------------------------- training pieces
     def _cv_grid(self, x, y, m, Cs, gammas, progress=None, frac=(0.0, 1.0)):
-        """CV MSE and MD [J, nC, nG] for every pixel and grid point."""
+        """CV MSE and MD [J, nC, nG] for every pixel and grid point: the mean over the folds
+        of each fold's MSE (MD) on its good test pixels, as in scikit-learn's k-fold CV.
+        Also returns the fold of every star."""
         n, J = y.shape
         k = int(self.n_folds)
         rng = np.random.default_rng(self.random_state)
         fold = rng.permutation(np.arange(n) % k)
-        sse = np.zeros((J, len(Cs), len(gammas)))
-        sd = np.zeros_like(sse)
-        cnt = np.zeros(J)
+        mse = np.zeros((J, len(Cs), len(gammas)))
+        md = np.zeros_like(mse)
+        nf = np.zeros(J)
         order = np.argsort(Cs)
         total = k * len(gammas)
         for i in range(k):
             tr, te = fold != i, fold == i
-            cnt += m[te].sum(0)
+            cnt = m[te].sum(0)
+            nf += cnt > 0
+            inv = (1.0 / np.maximum(cnt, 1))[:, None]
             for gi, g in enumerate(gammas):
                 phi, L, proj = kernel_features(x[tr], g, self.rank_tol, self.max_rank)
                 phit = rbf(x[te], L, g) @ proj
@@ -433,13 +443,86 @@ class SLAM(LabelMethod):
                     theta = svr_fit(phi, y[tr], m[tr], np.full(J, Cs[ci]), self.epsilon,
                                     self.huber_delta, self.n_newton, theta0=theta)
                     res = (phit @ theta[:-1] + theta[-1] - y[te]) * m[te]
-                    sse[:, ci, gi] += (res**2).sum(0)
-                    sd[:, ci, gi] += res.sum(0)
+                    mse[:, ci, gi] += (res**2).sum(0) * inv[:, 0]
+                    md[:, ci, gi] += res.sum(0) * inv[:, 0]
                 done = i * len(gammas) + gi + 1
                 report(progress, frac[0] + (frac[1] - frac[0]) * done / total,
                        f"SLAM CV fold {i + 1}/{k}, gamma={g:.3g}")
-        cnt = np.maximum(cnt, 1)[:, None, None]
-        return sse / cnt, sd / cnt
+        nf = np.maximum(nf, 1)[:, None, None]
+        return mse / nf, md / nf, fold
+
+    def _refine_exact(self, x, y, m, Cs, gammas, fold, mse, md, progress=None, frac=(0.0, 1.0)):
+        """Exact CV MSE/MD at the grid points that compete for a pixel's minimum.
+
+        The batched solver's CV MSEs are good to ~1e-4 (relative, median; up to ~1e-2 at the
+        large-C, large-gamma corner, from the Nystroem features and the smoothed loss). Where
+        two or more of a pixel's grid points lie within ``refine_tol`` of its minimum, the
+        choice between them is decided by exact SVRs: libsvm (scikit-learn ``SVR``) on the
+        exact RBF kernel of each (gamma, fold), computed once and shared by every pixel and C
+        (a precomputed-kernel SVR), on ``n_jobs`` threads (libsvm releases the GIL). If the
+        exact values move the minimum, the points near the new minimum are refined in turn
+        (at most 4 rounds). Updates ``mse`` and ``md`` in place; returns the mask
+        [J, nC, nG] of the grid points that now hold exact values."""
+        tol = float(self.refine_tol)
+        J = y.shape[1]
+        done = np.zeros(mse.shape, bool)
+        if tol <= 0 or J == 0:
+            return done
+        for _ in range(4):
+            rel = mse / np.min(mse.reshape(J, -1), axis=1)[:, None, None] - 1.0
+            near = rel <= tol
+            cand = near & (near.sum(axis=(1, 2)) >= 2)[:, None, None] & ~done
+            if not cand.any():
+                break
+            e2, e1 = self._exact_cv(x, y, m, Cs, gammas, fold, cand, progress, frac)
+            mse[cand], md[cand] = e2[cand], e1[cand]
+            done |= cand
+        return done
+
+    def _exact_cv(self, x, y, m, Cs, gammas, fold, cand, progress=None, frac=(0.0, 1.0)):
+        """libsvm CV MSE and MD [J, nC, nG] at the grid points ``cand`` (0 elsewhere)."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        from sklearn import config_context
+        from sklearn.svm import SVR
+
+        k = int(self.n_folds)
+        n_jobs = int(self.n_jobs or os.cpu_count() or 1)
+        ok = m > 0
+        sse = np.zeros(cand.shape)
+        sd = np.zeros(cand.shape)
+        nf = np.zeros(cand.shape[0])
+        for i in range(k):
+            tr, te = np.flatnonzero(fold != i), np.flatnonzero(fold == i)
+            nf += ok[te].any(0)
+            for gi, g in enumerate(gammas):
+                jobs = np.argwhere(cand[:, :, gi])              # (pixel, C index)
+                if not len(jobs):
+                    continue
+                K = rbf(x[tr], x[tr], g)
+                Kt = rbf(x[te], x[tr], g)
+
+                def one(job, K=K, Kt=Kt, tr=tr, te=te):
+                    j, ci = int(job[0]), int(job[1])
+                    a, b = ok[tr, j], ok[te, j]
+                    if not b.any():
+                        return j, ci, 0.0, 0.0
+                    Ka, Kb = (K, Kt) if a.all() else (K[np.ix_(a, a)], Kt[:, a])
+                    with config_context(assume_finite=True):
+                        svr = SVR(kernel="precomputed", C=float(Cs[ci]), epsilon=float(self.epsilon),
+                                  cache_size=500).fit(Ka, y[tr[a], j])
+                        res = svr.predict(Kb[b]) - y[te[b], j]
+                    return j, ci, float(np.mean(res**2)), float(np.mean(res))
+
+                with ThreadPoolExecutor(n_jobs) as ex:
+                    for j, ci, e2, e1 in ex.map(one, jobs):
+                        sse[j, ci, gi] += e2
+                        sd[j, ci, gi] += e1
+                report(progress, frac[0] + (frac[1] - frac[0]) * (i * len(gammas) + gi + 1) / (k * len(gammas)),
+                       f"SLAM exact refinement fold {i + 1}/{k}, gamma={g:.3g}")
+        nf = np.maximum(nf, 1)[:, None, None]
+        return sse / nf, sd / nf
 
     def _fit_fixed(self, x, y, m, C, gidx, gammas):
         """Final per-pixel SVRs on all stars with per-pixel C [J] and gamma index [J].
@@ -467,15 +550,18 @@ class SLAM(LabelMethod):
         return _model_flux(xq, self.gammas_, self.gamma_index_, self.landmarks_, self.coefs_, self.bias_)
 
     def _train_chunk(self, x, ys, m, Cs, gammas, progress=None, frac=(0.0, 1.0)):
-        """CV grid, choice and final fit for a block of pixels: (cv_mse [J, nC, nG],
-        cv_md, C [J], gamma index [J], landmarks per gamma, coefs per gamma, bias [J])."""
-        mse, md = self._cv_grid(x, ys, m, Cs, gammas, progress, frac)
+        """CV grid, exact refinement of close calls, choice and final fit for a block of
+        pixels: (cv_mse [J, nC, nG], cv_md, C [J], gamma index [J], landmarks per gamma,
+        coefs per gamma, bias [J], refined mask [J, nC, nG])."""
+        mid = frac[0] + 0.8 * (frac[1] - frac[0])
+        mse, md, fold = self._cv_grid(x, ys, m, Cs, gammas, progress, (frac[0], mid))
+        refined = self._refine_exact(x, ys, m, Cs, gammas, fold, mse, md, progress, (mid, frac[1]))
         best = np.argmin(mse.reshape(mse.shape[0], -1), axis=1)
         ci, gi = np.unravel_index(best, (len(Cs), len(gammas)))
         C = np.asarray(Cs, float)[ci]
         report(progress, frac[1], "SLAM: refitting every pixel on all stars")
         landmarks, coefs, bias = self._fit_fixed(x, ys, m, C, gi, gammas)
-        return mse, md, C, gi, landmarks, coefs, bias
+        return mse, md, C, gi, landmarks, coefs, bias, refined
 
     def _train_pixels(self, x, ys, m, Cs, gammas, progress):
         """Train every pixel, in ``pixel_chunks`` independent blocks. One block runs here;
@@ -534,6 +620,7 @@ class SLAM(LabelMethod):
         flat = mse.reshape(mse.shape[0], -1)
         best = np.argmin(flat, axis=1)
         self.cv_mse_grid_, self.cv_md_grid_ = mse, md
+        self.cv_refined_grid_ = np.concatenate([p[7] for p in parts])
         self.C_ = C
         self.gamma_ = np.asarray(gammas)[gi]
         self.gamma_index_ = gi
@@ -832,7 +919,8 @@ class SLAM(LabelMethod):
                   "C": self.C_, "gamma": self.gamma_, "gamma_index": self.gamma_index_,
                   "cv_mse": self.cv_mse_, "cv_md": self.cv_md_, "mse": self.mse_, "md": self.md_,
                   "cv_mse_grid": self.cv_mse_grid_, "cv_md_grid": self.cv_md_grid_,
-                  "train_flux_std": self.train_flux_std_, "train_mask": self.train_mask_}
+                  "cv_refined_grid": self.cv_refined_grid_, "train_flux_std": self.train_flux_std_,
+                  "train_mask": self.train_mask_}
         for g, (L, W) in enumerate(zip(self.landmarks_, self.coefs_, strict=True)):
             arrays[f"landmarks_{g}"] = L
             arrays[f"coef_{g}"] = W
@@ -853,6 +941,7 @@ class SLAM(LabelMethod):
         self.C_, self.gamma_, self.gamma_index_ = a["C"], a["gamma"], a["gamma_index"]
         self.cv_mse_, self.cv_md_, self.mse_, self.md_ = a["cv_mse"], a["cv_md"], a["mse"], a["md"]
         self.cv_mse_grid_, self.cv_md_grid_ = a["cv_mse_grid"], a["cv_md_grid"]
+        self.cv_refined_grid_ = a.get("cv_refined_grid", np.zeros(self.cv_mse_grid_.shape, bool))
         self.train_flux_std_, self.train_mask_ = a["train_flux_std"], a["train_mask"]
         self.landmarks_ = [a[f"landmarks_{g}"] for g in range(meta["n_gamma"])]
         self.coefs_ = [a[f"coef_{g}"] for g in range(meta["n_gamma"])]

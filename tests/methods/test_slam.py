@@ -87,6 +87,34 @@ def test_per_pixel_hyperparameters_and_diagnostics(model):
     assert np.all(np.abs(model.cv_md_) < 0.1)
 
 
+def test_close_calls_are_decided_by_exact_svrs(model, data):
+    """Grid points within ``refine_tol`` of a pixel's minimum get exact CV MSEs: those of
+    scikit-learn's SVR (libsvm) on the same folds, to libsvm's own tolerance."""
+    from sklearn.svm import SVR
+
+    ref = model.cv_refined_grid_
+    assert ref.shape == model.cv_mse_grid_.shape and ref.any()
+    # no close call is left to the approximate values: wherever two grid points are within
+    # refine_tol of a pixel's minimum, both hold exact values
+    grid = model.cv_mse_grid_.reshape(ref.shape[0], -1)
+    near = grid <= (1 + model.refine_tol) * grid.min(1, keepdims=True)
+    contested = near.sum(1) >= 2
+    assert np.all(ref.reshape(ref.shape[0], -1)[near & contested[:, None]])
+    x = model.label_scaler_.transform(data.labels[:700])
+    f = data.flux[:700]
+    ok = np.isfinite(f)
+    ys = model.flux_scaler_.transform(np.where(ok, f, 0.0))
+    k = model.n_folds
+    fold = np.random.default_rng(model.random_state).permutation(np.arange(700) % k)
+    for j, ci, gi in np.argwhere(ref)[:: max(1, int(ref.sum()) // 6)][:6]:
+        per_fold = []
+        for i in range(k):
+            tr, te = (fold != i) & ok[:, j], (fold == i) & ok[:, j]
+            svr = SVR(kernel="rbf", C=model.C_grid[ci], gamma=model.gamma_grid[gi], epsilon=model.epsilon)
+            per_fold.append(np.mean((svr.fit(x[tr], ys[tr, j]).predict(x[te]) - ys[te, j]) ** 2))
+        assert abs(model.cv_mse_grid_[j, ci, gi] / np.mean(per_fold) - 1) < 1e-3
+
+
 def test_bad_pixels_are_ignored(data):
     f = data.flux[:300].copy()
     e = data.flux_err[:300].copy()
