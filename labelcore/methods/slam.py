@@ -48,8 +48,9 @@ How it is made fast (and what that changes)
   change (which decides acceptance) and the Jacobian of the next step; the model, chi2
   and Gauss-Newton Hessian at the solution come out of the iteration itself.
   Continuous batching (converged stars leave, queued ones take their slots), each
-  group's coefficients compressed to low rank (``compress_tol``), and a two-stage
-  best-match search for the initial guesses. No ``scipy.optimize.least_squares`` call
+  group's model carried by fewer landmarks and low-rank coefficients (``compress_tol``:
+  e.g. 455 -> 272 landmarks at gamma = 0.1), and a two-stage best-match search for the
+  initial guesses. No ``scipy.optimize.least_squares`` call
   per star.
 
 ``benchmarks/bench_slam.py`` measures the speed-up and how often the per-pixel (C, gamma)
@@ -424,9 +425,10 @@ class SLAM(LabelMethod):
     lm_tol : convergence when the Gauss-Newton decrement g^T H^-1 g (chi2 still to gain)
         (or the chi2 gain of an accepted step) is below this: 1e-2 puts the labels within
         0.1 sigma of their formal error of the likelihood maximum.
-    compress_tol : prediction uses low-rank factors of each gamma group's coefficients,
-        exact to this RMS fraction of each pixel's model scatter sqrt(CV MSE) over the
-        training labels (0 = no compression).
+    compress_tol : prediction carries each gamma group's model on the fewest leading
+        landmarks (half this budget, see ``_fewer_landmarks``) and low-rank factors of the
+        coefficients (the other half), exact to this RMS fraction of each pixel's model
+        scatter sqrt(CV MSE) over the training labels (0 = the full model).
     batch_size : LM slots (stars iterated together) in prediction.
     pixel_chunks : train the pixels as this many independent dask tasks (1 = here, at once;
         with a ``dask.distributed.Client`` active, the tasks run on its workers).
