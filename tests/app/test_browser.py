@@ -1,5 +1,6 @@
 """The served app in Debian's chromium (headless, driven by Playwright): the catalogue page
-renders its datashader Kiel diagram and [alpha/M]-[M/H] plane."""
+renders its datashader Kiel diagram and [alpha/M]-[M/H] plane, and the Spectra tab its
+spectrum, residual, COD and derivative-spectrum plots."""
 
 import os
 import socket
@@ -24,11 +25,27 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def server(small_survey):
+def demo_cache(tmp_path_factory):
+    """The Spectra tab's demo models, trained and cached once here (about 90 s), so the
+    served app loads them from disk."""
+    from app.store import load_spectra_demo
+
+    root = tmp_path_factory.mktemp("labelcore_data")
+    load_spectra_demo(str(root))
+    assert (root / "app_models" / "key.json").exists()
+    assert not list(root.glob(".app_models-*"))      # no temporary folder left behind
+    t = time.perf_counter()
+    show, models, cods = load_spectra_demo(str(root))   # the cache is used
+    assert time.perf_counter() - t < 30 and set(models) == {"SLAM", "Lux"} and "full" in cods
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(small_survey, demo_cache):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
     port = _free_port()
-    env = dict(os.environ, LABELCORE_SURVEY=str(small_survey))
+    env = dict(os.environ, LABELCORE_SURVEY=str(small_survey), LABELCORE_DATA_DIR=str(demo_cache))
     panel = Path(sys.executable).parent / "panel"
     proc = subprocess.Popen(
         [str(panel), "serve", str(ROOT / "app" / "main.py"), "--address", "127.0.0.1",
@@ -82,3 +99,27 @@ def test_catalogue_page_renders_in_chromium(server, tmp_path):
     out = os.environ.get("LABELCORE_SCREENSHOT")
     if out:
         Image.open(shot).save(out)
+
+
+def test_spectra_tab_renders_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(server, wait_until="domcontentloaded", timeout=120_000)
+        page.wait_for_selector("text=Colour by", timeout=120_000)
+        page.locator("text=Spectra").first.click()
+        page.wait_for_selector("text=Label (COD / derivative)", timeout=120_000)
+        page.wait_for_selector("text=SLAM labels", timeout=60_000)   # the label line (Markdown)
+        deadline = time.time() + 90
+        while page.locator("canvas").count() < 6 and time.time() < deadline:
+            time.sleep(1)
+        # the catalogue's 2 plots plus spectrum, residuals, COD and derivative spectrum
+        assert page.locator("canvas").count() >= 6
+        assert page.locator("text=SLAM labels").count() >= 1
+        browser.close()
