@@ -24,6 +24,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _launch(p):
+    """Debian's chromium, headless, without network chatter."""
+    return p.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+
+
 @pytest.fixture(scope="module")
 def demo_cache(tmp_path_factory):
     """The Spectra tab's demo models, trained and cached once here (about 90 s), so the
@@ -71,11 +79,7 @@ def test_catalogue_page_renders_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(server, wait_until="domcontentloaded", timeout=120_000)
         page.wait_for_selector("text=Colour by", timeout=120_000)
@@ -105,11 +109,7 @@ def test_spectra_tab_renders_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(server, wait_until="domcontentloaded", timeout=120_000)
         page.wait_for_selector("text=Colour by", timeout=120_000)
