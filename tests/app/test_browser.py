@@ -32,6 +32,24 @@ def _launch(p):
               "--disable-background-networking", "--disable-component-update", "--disable-sync"])
 
 
+def _open_app(p, url, height):
+    """Chromium on the served app, once the catalogue tab's controls are there."""
+    browser = _launch(p)
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url, wait_until="domcontentloaded", timeout=120_000)
+    page.wait_for_selector("text=Colour by", timeout=120_000)
+    return browser, page
+
+
+def _wait_for_canvases(page, n, timeout=90):
+    """Wait until ``n`` bokeh canvases exist (Playwright's CSS engine pierces the shadow
+    DOM); returns how many there are."""
+    deadline = time.time() + timeout
+    while page.locator("canvas").count() < n and time.time() < deadline:
+        time.sleep(1)
+    return page.locator("canvas").count()
+
+
 @pytest.fixture(scope="module")
 def demo_cache(tmp_path_factory):
     """The Spectra tab's demo models, trained and cached once here (about 90 s), so the
@@ -79,16 +97,9 @@ def test_catalogue_page_renders_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = _launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(server, wait_until="domcontentloaded", timeout=120_000)
-        page.wait_for_selector("text=Colour by", timeout=120_000)
-        # bokeh canvases (shadow DOM is pierced by Playwright's CSS engine)
+        browser, page = _open_app(p, server, height=900)
         page.wait_for_function("document.querySelector('body') !== null", timeout=60_000)
-        deadline = time.time() + 90
-        while page.locator("canvas").count() < 2 and time.time() < deadline:
-            time.sleep(1)
-        assert page.locator("canvas").count() >= 2
+        assert _wait_for_canvases(page, 2) >= 2
         time.sleep(4)  # let bokeh paint the rasterized images
         shot = tmp_path / "catalogue.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -109,17 +120,11 @@ def test_spectra_tab_renders_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = _launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.goto(server, wait_until="domcontentloaded", timeout=120_000)
-        page.wait_for_selector("text=Colour by", timeout=120_000)
+        browser, page = _open_app(p, server, height=1400)
         page.locator("text=Spectra").first.click()
         page.wait_for_selector("text=Label (COD / derivative)", timeout=120_000)
         page.wait_for_selector("text=SLAM labels", timeout=60_000)   # the label line (Markdown)
-        deadline = time.time() + 90
-        while page.locator("canvas").count() < 6 and time.time() < deadline:
-            time.sleep(1)
         # the catalogue's 2 plots plus spectrum, residuals, COD and derivative spectrum
-        assert page.locator("canvas").count() >= 6
+        assert _wait_for_canvases(page, 6) >= 6
         assert page.locator("text=SLAM labels").count() >= 1
         browser.close()
