@@ -1,4 +1,4 @@
-"""Command line: ``labelcore synth | build-training-set | info | manifests``.
+"""Command line: ``labelcore synth | build-training-set | info | manifests | train | runs``.
 
 Every command prints what it did and exits non-zero with a one-line message on bad
 input (no traceback for user errors)."""
@@ -95,6 +95,70 @@ def cmd_manifests(a) -> int:
     return 0
 
 
+def _store(a):
+    from labelcore.runs import RunStore
+
+    return RunStore(a.store)
+
+
+def cmd_train(a) -> int:
+    from labelcore.runs import JobQueue, execute
+
+    if a.config:
+        try:
+            cfg = json.loads(Path(a.config).read_text())
+        except json.JSONDecodeError as exc:
+            raise LabelcoreError(f"{a.config}: not valid JSON ({exc})") from exc
+    else:
+        if not a.method:
+            raise LabelcoreError("give --config FILE or --method with the data options")
+        if a.training_set:
+            data = {"kind": "training_set", "path": a.training_set, "test_fraction": a.test_fraction,
+                    "seed": a.seed}
+        else:
+            data = {"kind": "synthetic", "setup": a.setup, "n_train": a.n_train, "n_test": a.n_test,
+                    "seed": a.seed}
+            if a.labels:
+                data["labels"] = a.labels.split(",")
+        data["photometry"] = a.photometry
+        cfg = {"method": a.method, "params": json.loads(a.params) if a.params else {}, "data": data}
+        if a.name:
+            cfg["name"] = a.name
+    store = _store(a)
+    run = store.create(cfg)
+    print(f"run {run.id} in {store.root}")
+    if a.background:
+        q = JobQueue(store)
+        q.poll()
+        print("started in the background; follow it with `labelcore runs`")
+        return 0
+    execute(run, min_interval=0.0 if a.verbose else 2.0)
+    st = run.status()
+    if st["state"] != "done":
+        print(f"run {run.id} {st['state']}: {st.get('error', st.get('message'))}", file=sys.stderr)
+        return 1
+    m = run.metrics()
+    print(f"done in {m['seconds']:.1f} s; held-out scatter (bias) against {m['truth']}:")
+    for r in m["bias_scatter"]:
+        if r["snr_lo"] is None:
+            print(f"  {r['label']:8s} {r['scatter']:.4g} ({r['bias']:+.3g})")
+    return 0
+
+
+def cmd_runs(a) -> int:
+    store = _store(a)
+    if a.cancel:
+        store.get(a.cancel).cancel()
+        print(f"cancel requested for {a.cancel}")
+        return 0
+    tab = store.table()
+    if tab.empty:
+        print(f"no runs in {store.root}")
+    else:
+        print(tab.drop(columns=["created"]).to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labelcore", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -128,6 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=cmd_info)
     m = sub.add_parser("manifests", help="list survey manifests and their presets")
     m.set_defaults(fn=cmd_manifests)
+    t = sub.add_parser("train", help="train a method (a run in the run store)")
+    t.add_argument("--config", help="run config as JSON (see labelcore.runs)")
+    t.add_argument("--method", choices=["CNN", "SLAM", "Lux"])
+    t.add_argument("--params", help='hyper-parameters as JSON, e.g. \'{"n_folds": 3}\'')
+    t.add_argument("--training-set", help="folder saved by build-training-set (else synthetic data)")
+    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--setup", default="rave", choices=["rave", "lamost", "apogee"])
+    t.add_argument("--n-train", type=int, default=1000)
+    t.add_argument("--n-test", type=int, default=500)
+    t.add_argument("--labels", help="comma-separated label names (synthetic data)")
+    t.add_argument("--photometry", action="store_true", help="CNN: absolute magnitudes + A_V as inputs")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--name")
+    t.add_argument("--store", help="run store folder (default: <data dir>/runs)")
+    t.add_argument("--background", action="store_true", help="start as a subprocess and return")
+    t.add_argument("--verbose", action="store_true", help="log every progress message")
+    t.set_defaults(fn=cmd_train)
+    r = sub.add_parser("runs", help="list runs (or cancel one)")
+    r.add_argument("--store", help="run store folder (default: <data dir>/runs)")
+    r.add_argument("--cancel", metavar="RUN_ID")
+    r.set_defaults(fn=cmd_runs)
     return p
 
 

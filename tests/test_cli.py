@@ -31,3 +31,20 @@ def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "labelcore.cli", "manifests"], capture_output=True,
                        text=True, check=True)
     assert "apogee_dr17" in r.stdout and "horta2024_A" in r.stdout
+
+
+def test_train_and_runs_commands(tmp_path, capsys):
+    store = tmp_path / "runs"
+    assert main(["train", "--method", "Lux", "--params", '{"n_latent": 6, "omega": 1.0}', "--n-train", "200",
+                 "--n-test", "60", "--labels", "teff,logg,m_h", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "held-out scatter (bias) against true labels" in out and "teff" in out
+    assert main(["runs", "--store", str(store)]) == 0
+    assert "done" in capsys.readouterr().out
+    # user errors: one line, exit 2, no run folder left behind
+    assert main(["train", "--method", "Lux", "--params", '{"bogus": 1}', "--store", str(store)]) == 2
+    assert "no hyper-parameter(s) ['bogus']" in capsys.readouterr().err
+    assert len([p for p in store.iterdir() if not p.name.startswith(".")]) == 1
+    # a training that fails exits 1 and says why
+    assert main(["train", "--method", "CNN", "--n-train", "20", "--n-test", "5", "--store", str(store)]) == 1
+    assert "too few to train the CNN" in capsys.readouterr().err

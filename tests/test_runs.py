@@ -1,0 +1,182 @@
+"""The run store and job queue (labelcore.runs): a run folder holds what the app and the
+CLI need (status, model, curves, predictions, metrics), written atomically, for every
+method and every way a run can end."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from labelcore.errors import ValidationError
+from labelcore.evaluate import bias_scatter
+from labelcore.runs import JobQueue, RunError, RunStore, execute, validate_config
+
+LABELS = ["teff", "logg", "m_h"]
+
+
+def synth(n_train=300, n_test=120, seed=3, **kw):
+    return {"kind": "synthetic", "setup": "rave", "n_train": n_train, "n_test": n_test, "seed": seed,
+            "labels": LABELS, **kw}
+
+
+def test_lux_run_in_process_writes_model_predictions_metrics_and_curves(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create({"method": "Lux", "params": {"n_latent": 8, "omega": 1.0}, "data": synth()})
+    assert run.state == "queued"
+    execute(run)
+    st = run.status()
+    assert st["state"] == "done" and st["fraction"] == 1.0, st
+    pred = run.predictions()
+    assert len(pred) == 120
+    # the stored predictions are the saved model's predictions of the held-out stars
+    from labelcore.data.synth.datasets import labelled_set
+
+    te = labelled_set("rave", 420, seed=3, label_names=LABELS, snr=(20, 300)).split(300)[1]
+    y, e = run.model().predict(te.flux, flux_err=te.flux_err, return_std=True)
+    np.testing.assert_allclose(pred[[f"{n}_pred" for n in LABELS]].to_numpy(), y, rtol=1e-6)
+    np.testing.assert_allclose(pred[[f"{n}_pred_err" for n in LABELS]].to_numpy(), e, rtol=1e-6)
+    np.testing.assert_allclose(pred[LABELS].to_numpy(), te.truth)
+    # metrics equal a direct evaluation against the truth; Lux learns Teff on 300 stars
+    m = run.metrics()
+    direct = bias_scatter(y, te.truth, LABELS, snr=te.snr)
+    overall = {r["label"]: r for r in m["bias_scatter"] if r["snr_lo"] is None}
+    for n in LABELS:
+        assert overall[n]["scatter"] == pytest.approx(direct[(direct.label == n) & direct.snr_lo.isna()]
+                                                      .scatter.iloc[0], rel=1e-6)
+    assert overall["teff"]["scatter"] < 300 and overall["m_h"]["scatter"] < 0.2
+    curves = run.curves()
+    assert list(curves["chi2"].columns[:3]) == ["step", "agenda", "iteration"]
+    assert (curves["chi2"]["agenda"] == 1).sum() == 5
+    assert "started" in run.log_text() and "done" in run.log_text()
+    row = store.table().iloc[0]
+    assert row["state"] == "done" and row["method"] == "Lux"
+
+
+def test_slam_and_cnn_curves_tables(tmp_path):
+    store = RunStore(tmp_path)
+    r = store.create({"method": "SLAM", "params": {"n_folds": 3, "C_grid": [1.0, 10.0], "gamma_grid": [0.01, 0.1]},
+                      "data": synth(200, 40)})
+    execute(r)
+    assert r.state == "done", r.status()
+    c = r.curves()
+    pix, grid = c["pixels"], c["grid"]
+    model = r.model()
+    assert len(pix) == model.n_pixels_ and len(grid) == 4 * model.n_pixels_
+    np.testing.assert_allclose(pix["cv_mse"], model.cv_mse_)
+    # the grid row marked "chosen" is the pixel's minimum and has the chosen (C, gamma)
+    ch = grid[grid.chosen].set_index("pixel")
+    np.testing.assert_allclose(ch.loc[pix.pixel, "C"], pix["C"])
+    np.testing.assert_allclose(ch.loc[pix.pixel, "gamma"], pix["gamma"])
+    np.testing.assert_allclose(ch.loc[pix.pixel, "cv_mse"], grid.groupby("pixel").cv_mse.min())
+
+    r2 = store.create({"method": "CNN", "params": {"n_members": 5, "max_epochs": 3, "batch_size": 32},
+                       "data": synth(200, 40, photometry=True)})
+    execute(r2)
+    assert r2.state == "done", r2.status()
+    c2 = r2.curves()
+    mem, ep = c2["members"], c2["epochs"]
+    assert len(mem) == 5 and mem["kept"].sum() == 4          # worst 20 % dropped
+    assert mem.loc[~mem.kept, "final_test_loss"].min() >= mem.loc[mem.kept, "final_test_loss"].max()
+    assert (mem["final_test_loss"] <= mem["loss_cut"]).sum() == 4
+    assert set(ep.columns) >= {"member", "epoch", "train_loss", "test_loss", "test_mae", "kept"}
+    last = ep.sort_values("epoch").groupby("member").test_loss.last()
+    np.testing.assert_allclose(last.to_numpy(), mem["final_test_loss"].to_numpy(), rtol=1e-6)
+
+
+def test_bad_configs_are_refused_with_the_field_named(tmp_path):
+    with pytest.raises(ValidationError, match="method"):
+        validate_config({"method": "XGBoost", "data": synth()})
+    with pytest.raises(ValidationError, match="no hyper-parameter"):
+        validate_config({"method": "SLAM", "params": {"n_fold": 3}, "data": synth()})
+    with pytest.raises(ValidationError, match="n_train"):
+        validate_config({"method": "Lux", "data": synth(n_train=0)})
+    with pytest.raises(ValidationError, match="not a saved training set"):
+        validate_config({"method": "Lux", "data": {"kind": "training_set", "path": str(tmp_path)}})
+    with pytest.raises(ValidationError, match="photometry is an input of the CNN only"):
+        validate_config({"method": "Lux", "data": synth(photometry=True)})
+    store = RunStore(tmp_path)
+    with pytest.raises(ValidationError):
+        store.create({"method": "Lux", "data": {"kind": "nope"}})
+    assert store.runs() == [] and not any(tmp_path.iterdir())   # nothing half-made
+
+
+def test_failed_training_records_the_error_and_leaves_no_model(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create({"method": "CNN", "params": {"n_members": 2}, "data": synth(n_train=20, n_test=5)})
+    execute(run)
+    st = run.status()
+    assert st["state"] == "failed" and "too few to train the CNN" in st["error"]
+    assert not (run.path / "model").exists() and not (run.path / "predictions.parquet").exists()
+    with pytest.raises(RunError, match="no saved model"):
+        run.model()
+    with pytest.raises(RunError, match="already failed"):
+        execute(run)
+
+
+def test_a_run_whose_process_died_reads_as_failed(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create({"method": "Lux", "data": synth()})
+    st = json.loads((run.path / "status.json").read_text())
+    dead = 2**22 + 12345
+    while True:
+        try:
+            os.kill(dead, 0)
+            dead += 1
+        except ProcessLookupError:
+            break
+    st.update(state="running", pid=dead, host=os.uname().nodename)
+    (run.path / "status.json").write_text(json.dumps(st))
+    assert run.state == "failed" and "ended without a result" in run.status()["error"]
+
+
+def test_queue_runs_subprocesses_in_order_and_cancels(tmp_path):
+    store = RunStore(tmp_path)
+    q = JobQueue(store, max_workers=1, grace=20)
+    long = q.submit({"method": "SLAM", "params": {"n_folds": 5}, "data": synth(1500, 50)})
+    quick = q.submit({"method": "Lux", "params": {"n_latent": 8, "omega": 1.0}, "data": synth()})
+    never = q.submit({"method": "Lux", "data": synth()})
+    assert q.active == [long.id]          # one at a time, oldest first
+    never.cancel()
+    assert never.state == "cancelled"
+    t0 = time.monotonic()
+    while long.status().get("fraction", 0) <= 0.05 and time.monotonic() - t0 < 120:
+        q.poll()
+        time.sleep(0.2)
+    assert long.state == "running"
+    long.cancel()
+    q.wait([long], timeout=120)
+    assert long.state == "cancelled"
+    assert not (long.path / "model").exists()
+    q.wait([quick], timeout=300)
+    assert quick.state == "done", quick.status()
+    assert quick.model().n_latent_ == 8
+    assert never.state == "cancelled" and not (never.path / "model").exists()
+
+
+def test_dask_client_runs_the_same_execute(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        store = RunStore(tmp_path)
+        q = JobQueue(store, client=client)
+        run = q.submit({"method": "Lux", "params": {"n_latent": 8, "omega": 1.0}, "data": synth()})
+        q.wait([run], timeout=300)
+    assert run.state == "done", run.status()
+    assert len(run.predictions()) == 120
+
+
+def test_training_set_runs(small_survey, tmp_path):
+    from labelcore.prep.training import build_training_set
+
+    ts = build_training_set(small_survey, "rave", label_names=LABELS, max_stars=400, seed=1)
+    ts.save(tmp_path / "ts")
+    store = RunStore(tmp_path / "runs")
+    run = store.create({"method": "Lux", "params": {"n_latent": 8, "omega": 1.0},
+                        "data": {"kind": "training_set", "path": str(tmp_path / "ts"), "test_fraction": 0.25}})
+    execute(run)
+    assert run.state == "done", run.status()
+    pred = run.predictions()
+    assert len(pred) == 100 and np.isfinite(pred["snr"]).all()
+    assert run.metrics()["truth"] == "catalogue labels"
