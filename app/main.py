@@ -1,8 +1,10 @@
 """``panel serve app/main.py``: the labelcore dashboard on the embedded default survey
 (or ``LABELCORE_SURVEY=/path/to/survey``).
 
-Tabs: Catalogue (the survey's catalogue, datashader) and Spectra (observed vs SLAM/Lux
-model spectra, COD and derivative spectra). The Spectra tab is built when first opened:
+Tabs: Catalogue (the survey's catalogue, datashader), Spectra (observed vs SLAM/Lux
+model spectra, COD and derivative spectra), Train (launch, watch and cancel trainings),
+Learning curves (per run) and Compare (runs on the same held-out stars). Runs live in
+``<data dir>/runs`` (``LABELCORE_RUNS`` to change). The Spectra tab is built when first opened:
 the first time on a machine it trains its demo models (about a minute and a half on 2
 cores) and caches them; later starts load them in a fraction of a second."""
 
@@ -11,7 +13,10 @@ import os
 import panel as pn
 
 from app.pages.catalogue import CataloguePage
-from app.store import load_catalogue
+from app.pages.compare import ComparePage
+from app.pages.curves import LearningCurvesPage
+from app.pages.train import TrainPage
+from app.store import job_queue, load_catalogue, run_store
 
 pn.extension(sizing_mode="stretch_width", notifications=True)
 
@@ -28,7 +33,23 @@ def spectra_tab():
                        title="Spectra (synthetic RAVE-like)")
 
 
+store = run_store(os.environ.get("LABELCORE_RUNS"))
+train = TrainPage(store, job_queue(store))
+curves = LearningCurvesPage(store)
+compare = ComparePage(store)
+
 tabs = pn.Tabs(("Catalogue", catalogue),
                ("Spectra", pn.param.ParamFunction(spectra_tab, lazy=True)),
+               ("Train", train), ("Learning curves", curves), ("Compare", compare),
                dynamic=True)
+
+
+def _on_tab(event):
+    # runs finish while other tabs are shown: list them again when a results tab opens
+    page = {3: curves, 4: compare}.get(event.new)
+    if page is not None:
+        page.refresh()
+
+
+tabs.param.watch(_on_tab, "active")
 pn.template.FastListTemplate(title="labelcore", main=[tabs], accent="#2f5f8a").servable(title="labelcore")

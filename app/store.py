@@ -13,6 +13,28 @@ from labelcore.data.synth.survey import ensure_survey
 #: columns the catalogue page offers for colouring (numeric)
 CATALOGUE_COLUMNS = None
 
+_QUEUES: dict = {}
+
+
+def run_store(root: str | None = None):
+    """The run store the app's Train, Learning-curves and Compare tabs share (default
+    ``<labelcore data dir>/runs``)."""
+    from labelcore.runs import RunStore
+
+    return RunStore(root)
+
+
+def job_queue(store=None):
+    """One job queue per store and server process, shared by every browser session (so two
+    sessions never start the same queued run twice)."""
+    from labelcore.runs import JobQueue
+
+    store = store or run_store()
+    key = str(store.root.resolve())
+    if key not in _QUEUES:
+        _QUEUES[key] = JobQueue(store)
+    return _QUEUES[key]
+
 
 @functools.lru_cache(maxsize=4)
 def load_catalogue(survey_dir: str | None = None) -> pd.DataFrame:

@@ -30,3 +30,29 @@ def small_survey(tmp_path_factory):
 @pytest.fixture()
 def rng():
     return np.random.default_rng(12345)
+
+
+RUN_LABELS = ["teff", "logg", "m_h"]
+RUN_DATA = {"kind": "synthetic", "setup": "rave", "n_train": 240, "n_test": 60, "seed": 5, "labels": RUN_LABELS,
+            "snr": [20, 300]}
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory):
+    """A run store with one finished run of each method on the same synthetic data (small
+    settings, about 30 s in all): {"store": RunStore, "CNN": Run, "SLAM": Run, "Lux": Run}."""
+    from labelcore.runs import RunStore, execute
+
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    cfgs = {
+        "SLAM": {"n_folds": 3, "C_grid": [1.0, 10.0], "gamma_grid": [0.01, 0.1]},
+        "CNN": {"n_members": 5, "max_epochs": 3, "batch_size": 32},
+        "Lux": {"latent_grid": [1, 2], "omega_grid": [1.0, 10.0], "n_folds": 3},
+    }
+    out = {"store": store}
+    for method, params in cfgs.items():
+        run = store.create({"method": method, "params": params, "data": dict(RUN_DATA), "name": f"{method} test"})
+        execute(run)
+        assert run.state == "done", run.status()
+        out[method] = run
+    return out

@@ -54,12 +54,8 @@ def test_lux_run_in_process_writes_model_predictions_metrics_and_curves(tmp_path
     assert row["state"] == "done" and row["method"] == "Lux"
 
 
-def test_slam_and_cnn_curves_tables(tmp_path):
-    store = RunStore(tmp_path)
-    r = store.create({"method": "SLAM", "params": {"n_folds": 3, "C_grid": [1.0, 10.0], "gamma_grid": [0.01, 0.1]},
-                      "data": synth(200, 40)})
-    execute(r)
-    assert r.state == "done", r.status()
+def test_slam_and_cnn_curves_tables(finished_runs):
+    r = finished_runs["SLAM"]
     c = r.curves()
     pix, grid = c["pixels"], c["grid"]
     model = r.model()
@@ -71,11 +67,7 @@ def test_slam_and_cnn_curves_tables(tmp_path):
     np.testing.assert_allclose(ch.loc[pix.pixel, "gamma"], pix["gamma"])
     np.testing.assert_allclose(ch.loc[pix.pixel, "cv_mse"], grid.groupby("pixel").cv_mse.min())
 
-    r2 = store.create({"method": "CNN", "params": {"n_members": 5, "max_epochs": 3, "batch_size": 32},
-                       "data": synth(200, 40, photometry=True)})
-    execute(r2)
-    assert r2.state == "done", r2.status()
-    c2 = r2.curves()
+    c2 = finished_runs["CNN"].curves()
     mem, ep = c2["members"], c2["epochs"]
     assert len(mem) == 5 and mem["kept"].sum() == 4          # worst 20 % dropped
     assert mem.loc[~mem.kept, "final_test_loss"].min() >= mem.loc[mem.kept, "final_test_loss"].max()
@@ -83,6 +75,13 @@ def test_slam_and_cnn_curves_tables(tmp_path):
     assert set(ep.columns) >= {"member", "epoch", "train_loss", "test_loss", "test_mae", "kept"}
     last = ep.sort_values("epoch").groupby("member").test_loss.last()
     np.testing.assert_allclose(last.to_numpy(), mem["final_test_loss"].to_numpy(), rtol=1e-6)
+
+    c3 = finished_runs["Lux"].curves()
+    g = c3["cv_grid"]
+    assert len(g) == 4 and g["best"].sum() == 1 and len(c3["cv_folds"]) == 12
+    best = g[g.best].iloc[0]
+    model = finished_runs["Lux"].model()
+    assert (model.n_latent_, model.omega_) == (best["n_latent"], best["omega"])
 
 
 def test_bad_configs_are_refused_with_the_field_named(tmp_path):

@@ -1,0 +1,159 @@
+"""Compare page: several finished runs on the same held-out stars -- one-to-one plots of
+predicted against reference labels, residuals against S/N, and bias/scatter per label and
+per S/N bin for each run side by side.
+
+Runs are comparable when their data configs are identical (same survey set-up, stars,
+split and seed): only then are their held-out stars the same. The page says so when they
+are not. UI only: predictions are read from each run; the statistics are
+:func:`labelcore.evaluate.bias_scatter`."""
+
+from __future__ import annotations
+
+import json
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from labelcore.evaluate import bias_scatter
+from labelcore.runs import RunStore
+
+hv.extension("bokeh", logo=False)
+
+COLORS = ["#2f5f8a", "#d1495b", "#66a182", "#edae49", "#6a4c93", "#00798c"]
+TOOLS = ["pan", "wheel_zoom", "box_zoom", "reset", "save"]
+SNR_BINS = (0, 20, 40, 60, 100, 150, np.inf)
+
+
+def _data_key(run) -> str:
+    return json.dumps(run.config["data"], sort_keys=True)
+
+
+class ComparePage(pn.viewable.Viewer):
+    """One-to-one plots and bias/scatter tables of finished runs of a :class:`RunStore`."""
+
+    runs = param.ListSelector(default=[], objects=[], doc="Finished runs to compare")
+    label = param.Selector(default=None, objects=[])
+
+    def __init__(self, store: RunStore | None = None, **params):
+        super().__init__(**params)
+        self.store = store or RunStore()
+        self._refresh_btn = pn.widgets.Button(label="Refresh list", color="light")
+        self._refresh_btn.on_click(lambda e: self.refresh())
+        self.refresh()
+
+    def refresh(self):
+        done = [r for r in self.store.runs() if r.state == "done"]
+        names = {f"{r.config.get('name')} — {r.id}": r.id for r in reversed(done)}
+        self.param.runs.objects = names
+        keep = [r for r in self.runs if r in names.values()]
+        if not keep and done:
+            # default: the newest run and the others on the same data
+            key = _data_key(done[-1])
+            keep = [r.id for r in reversed(done) if _data_key(r) == key][:len(COLORS)]
+        self.runs = keep
+
+    @param.depends("runs", watch=True, on_init=True)
+    def _labels(self):
+        names = []
+        for rid in self.runs:
+            for n in self.store.get(rid).metrics()["label_names"]:
+                if n not in names:
+                    names.append(n)
+        self.param.label.objects = names
+        if self.label not in names:
+            self.label = names[0] if names else None
+
+    # ------------------------------------------------------------------ data
+    def problems(self) -> list[str]:
+        """Why the selected runs cannot be compared one to one (empty if they can)."""
+        if not self.runs:
+            return ["Choose finished runs to compare."]
+        keys = {_data_key(self.store.get(r)) for r in self.runs}
+        out = []
+        if len(keys) > 1:
+            out.append("The selected runs were trained and tested on different data (set-up, stars, split or "
+                       "seed): their held-out stars differ, so each is shown against its own reference.")
+        if self.label is not None:
+            lacking = [r for r in self.runs if self.label not in self.store.get(r).metrics()["label_names"]]
+            if lacking:
+                out.append(f"Runs {lacking} do not predict {self.label}.")
+        return out
+
+    def stats(self) -> pd.DataFrame:
+        """Bias and scatter per run, label and S/N bin (``snr`` = "all" for overall)."""
+        rows = []
+        for rid in self.runs:
+            r = self.store.get(rid)
+            p = r.predictions()
+            names = r.metrics()["label_names"]
+            snr = p["snr"].to_numpy(float)
+            bs = bias_scatter(p[[f"{n}_pred" for n in names]].to_numpy(), p[names].to_numpy(), names,
+                              snr=snr if np.isfinite(snr).any() else None, bins=SNR_BINS)
+            bs.insert(0, "run", r.config.get("name"))
+            bs.insert(1, "method", r.config["method"])
+            rows.append(bs)
+        if not rows:
+            return pd.DataFrame(columns=["run", "method", "label", "S/N", "n", "bias", "scatter"])
+        df = pd.concat(rows, ignore_index=True)
+        df["S/N"] = [("all" if pd.isna(lo) else f"{lo:g}–{hi:g}") for lo, hi in zip(df.snr_lo, df.snr_hi,
+                                                                                  strict=True)]
+        df = df[df["n"] > 0]
+        return df[["run", "method", "label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
+
+    # ------------------------------------------------------------------ plots
+    @param.depends("runs", "label")
+    def plots(self):
+        msgs = self.problems()
+        if not self.runs or self.label is None:
+            return pn.pane.Alert(msgs[0] if msgs else "Nothing to compare.", alert_type="info")
+        one, res = [], []
+        lo, hi = np.inf, -np.inf
+        for k, rid in enumerate(self.runs):
+            r = self.store.get(rid)
+            if self.label not in r.metrics()["label_names"]:
+                continue
+            p = r.predictions()
+            t, y = p[self.label].to_numpy(float), p[f"{self.label}_pred"].to_numpy(float)
+            ok = np.isfinite(t) & np.isfinite(y)
+            lo, hi = min(lo, np.nanmin(t[ok]), np.nanmin(y[ok])), max(hi, np.nanmax(t[ok]), np.nanmax(y[ok]))
+            c = COLORS[k % len(COLORS)]
+            lab = f"{r.config.get('name')}"
+            one.append(hv.Scatter((t[ok], y[ok]), "reference", "predicted", label=lab).opts(
+                color=c, size=3, alpha=0.6))
+            res.append(hv.Scatter((p["snr"].to_numpy(float)[ok], (y - t)[ok]), "S/N", "predicted − reference",
+                                  label=lab).opts(color=c, size=3, alpha=0.6))
+        if not one:
+            return pn.pane.Alert(" ".join(msgs), alert_type="warning")
+        line = hv.Curve(([lo, hi], [lo, hi]), "reference", "predicted").opts(color="black", line_dash="dashed")
+        left = (hv.Overlay(one) * line).opts(title=f"{self.label}: one-to-one", legend_position="top_left",
+                                              responsive=True, height=420, show_grid=True, default_tools=TOOLS)
+        right = (hv.Overlay(res) * hv.HLine(0).opts(color="black", line_dash="dashed")).opts(
+            title=f"{self.label}: residual against S/N", logx=True, legend_position="top_right",
+            responsive=True, height=420, show_grid=True, default_tools=TOOLS)
+        parts = [pn.pane.Alert(m, alert_type="warning") for m in msgs]
+        return pn.Column(*parts, pn.pane.HoloViews((left + right).cols(2), sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")
+
+    @param.depends("runs", "label")
+    def table(self):
+        df = self.stats()
+        if self.label is not None:
+            df = df[df["label"] == self.label]
+        return pn.widgets.Tabulator(df, disabled=True, show_index=False, groupby=["S/N"], height=320,
+                                    sizing_mode="stretch_width",
+                                    formatters={"bias": {"type": "money", "precision": 4},
+                                                "scatter": {"type": "money", "precision": 4}})
+
+    def controls(self):
+        return pn.Column(pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs", size=8),
+                         pn.widgets.Select.from_param(self.param.label, label="Label"),
+                         self._refresh_btn, width=340)
+
+    def __panel__(self):
+        return pn.Row(self.controls(),
+                      pn.Column(self.plots, pn.pane.Markdown("**Bias and scatter** (per S/N bin)"), self.table,
+                                sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")

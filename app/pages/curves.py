@@ -1,0 +1,150 @@
+"""Learning-curves page: what each finished run learned and how its hyper-parameters were
+chosen, from the tables the core stores with the run (:func:`labelcore.evaluate.learning_curves`).
+
+* CNN (Guiglion et al. 2020, Fig. 5): test loss per epoch of every ensemble member, kept and
+  dropped members told apart, and the distribution of the final test loss with the cut.
+* SLAM (Zhang et al. 2020, sections 2.2 and 3.3): CV MSE per pixel against wavelength, the
+  (C, gamma) chosen per pixel, and how many pixels chose each grid point.
+* Lux (Horta et al. 2024, section 4.2 and Appendix A): chi^2 of labels and flux after every
+  training step, and the K-fold grid over (P, Omega) with the chosen point.
+Under the plots: bias and scatter per label on the run's held-out stars (overall and per S/N
+bin). UI only: every number is read from the run folder."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from labelcore.runs import RunStore
+
+hv.extension("bokeh", logo=False)
+
+TOOLS = ["pan", "wheel_zoom", "box_zoom", "reset", "save"]
+KEPT, DROPPED = "#2f5f8a", "#d1495b"
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """The run's bias/scatter records as a table, one row per label and S/N bin."""
+    df = pd.DataFrame(metrics["bias_scatter"])
+    df["S/N"] = [("all" if pd.isna(lo) else f"{lo:g}–{hi:g}") for lo, hi in zip(df.snr_lo, df.snr_hi, strict=True)]
+    df = df[df["n"] > 0]
+    return df[["label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
+
+
+def cnn_plots(c: dict) -> list:
+    ep, mem = c["epochs"], c["members"]
+    curves = []
+    for m, g in ep.groupby("member"):
+        kept = bool(g["kept"].iloc[0])
+        curves.append(hv.Curve((g["epoch"], g["test_loss"]), "epoch", "test loss").opts(
+            color=KEPT if kept else DROPPED, alpha=0.7 if kept else 0.9, line_width=1))
+    loss = hv.Overlay(curves).opts(title=f"Test loss per member ({int(mem.kept.sum())} kept blue, "
+                                         f"{int((~mem.kept).sum())} dropped red)",
+                                   logy=True, responsive=True, height=320, show_grid=True, default_tools=TOOLS)
+    cut = float(mem["loss_cut"].iloc[0])
+    lo, hi = mem["final_test_loss"].min(), mem["final_test_loss"].max()
+    edges = np.linspace(lo - 1e-12, hi + 1e-12, max(5, min(30, len(mem) // 2)) + 1)
+    counts, _ = np.histogram(mem["final_test_loss"], edges)
+    hist = (hv.Histogram((edges, counts), kdims=["final test loss"], vdims=["members"]).opts(color="#9bbcd8")
+            * hv.VLine(cut).opts(color="black", line_width=2)).opts(
+        title=f"Final test loss; members right of the line ({cut:.3g}) are dropped",
+        responsive=True, height=260, default_tools=TOOLS)
+    return [loss, hist]
+
+
+def slam_plots(c: dict) -> list:
+    pix, grid = c["pixels"], c["grid"]
+    cv = hv.Curve((pix["wave"], pix["cv_mse"]), "wavelength", "CV MSE").opts(
+        title="Cross-validated MSE per pixel (standardised flux)", logy=True, color="#1f3f60",
+        responsive=True, height=260, show_grid=True, default_tools=TOOLS)
+    cpts = hv.Scatter((pix["wave"], np.log10(pix["C"])), "wavelength", "log10 C").opts(
+        color="#2f5f8a", size=3, title="Chosen log10 C per pixel", responsive=True, height=200,
+        default_tools=TOOLS)
+    gpts = hv.Scatter((pix["wave"], np.log10(pix["gamma"])), "wavelength", "log10 γ").opts(
+        color="#6a4c93", size=3, title="Chosen log10 γ per pixel", responsive=True, height=200,
+        default_tools=TOOLS)
+    ch = grid[grid["chosen"]].groupby(["C", "gamma"]).size()
+    full = grid[["C", "gamma"]].drop_duplicates().set_index(["C", "gamma"]).assign(n=0)["n"]
+    full.loc[ch.index] = ch.to_numpy()
+    hm_df = full.reset_index()
+    hm_df["log10 C"] = np.round(np.log10(hm_df["C"]), 2)
+    hm_df["log10 γ"] = np.round(np.log10(hm_df["gamma"]), 2)
+    hm = hv.HeatMap(hm_df, ["log10 C", "log10 γ"], "n").opts(
+        cmap="Blues", colorbar=True, tools=["hover"], title="Pixels choosing each (C, γ)",
+        responsive=True, height=260, default_tools=TOOLS)
+    return [cv, cpts, gpts, hm]
+
+
+def lux_plots(c: dict) -> list:
+    h = c["chi2"]
+    chi = (hv.Curve((h["step"], h["chi2_label"]), "training step", "χ²", label="labels").opts(color="#2f5f8a")
+           * hv.Curve((h["step"], h["chi2_flux"]), "training step", "χ²", label="flux").opts(color="#d1495b")
+           ).opts(title="χ² after each step (agenda 1: steps 1–5; then agenda 2)", logy=True,
+                  legend_position="top_right", responsive=True, height=280, show_grid=True, default_tools=TOOLS)
+    out = [chi]
+    if "cv_grid" in c:
+        g = c["cv_grid"].copy()
+        g["log10 Ω"] = np.round(np.log10(g["omega"]), 2)
+        g["P"] = g["n_latent"].astype(int).astype(str)
+        hm = hv.HeatMap(g, ["log10 Ω", "P"], "metric").opts(
+            cmap="viridis_r", colorbar=True, tools=["hover"], responsive=True, height=260,
+            title="K-fold CV metric over (P, Ω) (lower is better)", default_tools=TOOLS)
+        b = g[g["best"]]
+        star = hv.Points((b["log10 Ω"], b["P"]), ["log10 Ω", "P"]).opts(marker="star", size=18, color="red")
+        out.append(hm * star)
+    return out
+
+
+PLOTTERS = {"CNN": cnn_plots, "SLAM": slam_plots, "Lux": lux_plots}
+
+
+class LearningCurvesPage(pn.viewable.Viewer):
+    """Learning curves and held-out metrics of the finished runs of a :class:`RunStore`."""
+
+    run = param.Selector(default=None, objects=[], doc="A finished run")
+
+    def __init__(self, store: RunStore | None = None, **params):
+        super().__init__(**params)
+        self.store = store or RunStore()
+        self._refresh_btn = pn.widgets.Button(label="Refresh list", color="light")
+        self._refresh_btn.on_click(lambda e: self.refresh())
+        self.refresh()
+
+    def refresh(self):
+        done = [r for r in self.store.runs() if r.state == "done"]
+        opts = {f"{r.config.get('name')} — {r.id}": r.id for r in reversed(done)}
+        self.param.run.objects = opts
+        if self.run not in opts.values():
+            self.run = next(iter(opts.values()), None)
+
+    def plots_for(self, run_id) -> list:
+        """The holoviews objects shown for ``run_id``."""
+        r = self.store.get(run_id)
+        return PLOTTERS[r.config["method"]](r.curves())
+
+    @param.depends("run")
+    def view(self):
+        if self.run is None:
+            return pn.pane.Alert("No finished run yet: launch one on the Train tab.", alert_type="info")
+        r = self.store.get(self.run)
+        m = r.metrics()
+        head = pn.pane.Markdown(
+            f"**{r.config.get('name')}** ({r.config['method']}), {m['n_train']} training and "
+            f"{m['n_test']} held-out stars, trained in {m['fit_seconds']:.1f} s. Metrics against {m['truth']}.")
+        plots = pn.pane.HoloViews(hv.Layout(self.plots_for(self.run)).cols(1), sizing_mode="stretch_width")
+        table = pn.widgets.Tabulator(metrics_table(m), disabled=True, show_index=False, height=300,
+                                     sizing_mode="stretch_width", groupby=["label"],
+                                     formatters={"bias": {"type": "money", "precision": 4},
+                                                 "scatter": {"type": "money", "precision": 4}})
+        return pn.Column(head, plots, pn.pane.Markdown("**Held-out bias and scatter**"), table,
+                         sizing_mode="stretch_width")
+
+    def controls(self):
+        return pn.Column(pn.widgets.Select.from_param(self.param.run, label="Run"), self._refresh_btn, width=340)
+
+    def __panel__(self):
+        return pn.Row(self.controls(), pn.Column(self.view, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")

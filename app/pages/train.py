@@ -1,0 +1,246 @@
+"""Train page: choose a method, its hyper-parameters (the papers' defaults pre-filled) and
+the data (synthetic survey or a saved training set), launch the run into the queue, watch
+its progress, read its log, cancel it.
+
+UI only: a launch is :meth:`labelcore.runs.JobQueue.submit` of a run config, the table is
+:meth:`labelcore.runs.RunStore.table`; the training runs in its own process."""
+
+from __future__ import annotations
+
+import json
+
+import panel as pn
+import param
+
+from labelcore.errors import LabelcoreError
+from labelcore.runs import METHODS, JobQueue, RunStore, method_class
+
+SETUP_LABELS = {
+    "rave": ["teff", "logg", "m_h", "fe_h", "alpha_m", "mg_fe", "si_fe", "al_fe", "ni_fe"],
+    "lamost": ["teff", "logg", "m_h", "alpha_m", "c_fe", "n_fe"],
+    "apogee": ["teff", "logg", "fe_h", "c_fe", "n_fe", "o_fe", "mg_fe", "al_fe", "si_fe", "ca_fe",
+               "mn_fe", "ni_fe"],
+}
+#: "Quick settings": a first look in a minute or two on 2 cores (the papers' values otherwise)
+QUICK = {"CNN": {"n_members": 10, "max_epochs": 60, "patience": 10}, "SLAM": {"n_folds": 3}, "Lux": {}}
+
+
+def parse_value(text: str, default):
+    """A hyper-parameter typed into a text box: JSON (numbers, lists, null, true/false) or a
+    bare word ("cv"); lists become tuples where the default is a tuple."""
+    text = text.strip()
+    if text == "":
+        raise ValueError("empty value")
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError:
+        v = text
+    if isinstance(default, tuple) and isinstance(v, list):
+        v = tuple(v)
+    return v
+
+
+def _fmt(v) -> str:
+    if isinstance(v, tuple | list):
+        return json.dumps(list(v))
+    if v is None:
+        return "null"
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+class TrainPage(pn.viewable.Viewer):
+    """Launch, watch and cancel trainings.
+
+    Parameters
+    ----------
+    store : the run store (default: ``<labelcore data dir>/runs``).
+    queue : the job queue that runs the store's runs (default: a new one on ``store``).
+    """
+
+    method = param.Selector(default="SLAM", objects=list(METHODS))
+    data_kind = param.Selector(default="synthetic", objects=["synthetic", "training set"])
+    setup = param.Selector(default="rave", objects=list(SETUP_LABELS))
+    labels = param.ListSelector(default=["teff", "logg", "m_h", "alpha_m"], objects=SETUP_LABELS["rave"])
+    n_train = param.Integer(default=800, bounds=(20, 200_000))
+    n_test = param.Integer(default=200, bounds=(5, 200_000))
+    seed = param.Integer(default=0, bounds=(0, None))
+    training_set = param.String(default="", doc="folder saved by build-training-set")
+    test_fraction = param.Number(default=0.2, bounds=(0.01, 0.9))
+    photometry = param.Boolean(default=False, doc="CNN: absolute magnitudes + A_V as a second input")
+    run_name = param.String(default="", doc="name shown in the run lists (default: method on data)")
+
+    def __init__(self, store: RunStore | None = None, queue: JobQueue | None = None, **params):
+        super().__init__(**params)
+        self.store = store or RunStore()
+        self.queue = queue or JobQueue(self.store)
+        self._param_widgets: dict[str, pn.widgets.Widget] = {}
+        self._param_box = pn.Column(sizing_mode="stretch_width")
+        self._message = pn.pane.Alert("", alert_type="light", visible=False)
+        self._launch = pn.widgets.Button(label="Launch", color="primary")
+        self._launch.on_click(lambda e: self.launch())
+        self._quick = pn.widgets.Button(label="Quick settings", color="light")
+        self._quick.on_click(lambda e: self.quick_settings())
+        self._cancel = pn.widgets.Button(label="Cancel selected", color="warning")
+        self._cancel.on_click(lambda e: self.cancel_selected())
+        self._table = pn.widgets.Tabulator(self.store.table(), disabled=True, selectable="checkbox",
+                                           show_index=False, height=320, sizing_mode="stretch_width",
+                                           formatters={"progress": {"type": "progress", "max": 1.0}},
+                                           hidden_columns=["id"])
+        self._log = pn.pane.Str("", styles={"font-size": "11px"}, sizing_mode="stretch_width", max_height=260)
+        self._table.param.watch(lambda e: self._show_log(), "selection")
+        self._build_param_widgets()
+        self._callback = None
+
+    # ------------------------------------------------------------------ config
+    @param.depends("method", watch=True)
+    def _build_param_widgets(self):
+        params = method_class(self.method)().get_params()
+        self._param_widgets = {}
+        for k, v in params.items():
+            if isinstance(v, bool):
+                w = pn.widgets.Checkbox(label=k, value=v)
+            elif isinstance(v, int):
+                w = pn.widgets.IntInput(label=k, value=v)
+            elif isinstance(v, float):
+                w = pn.widgets.FloatInput(label=k, value=v)
+            else:
+                w = pn.widgets.TextInput(label=k, value=_fmt(v))
+            self._param_widgets[k] = w
+        quick = ", ".join(f"{k}={v}" for k, v in QUICK[self.method].items()) or "the defaults"
+        self._param_box[:] = [pn.pane.Markdown(f"**{self.method} hyper-parameters** (the paper's defaults; "
+                                               f"*Quick settings* sets {quick})"),
+                              pn.GridBox(*self._param_widgets.values(), ncols=2)]
+        self.photometry = self.photometry and self.method == "CNN"
+
+    def quick_settings(self):
+        """Fill in :data:`QUICK` for the current method."""
+        for k, v in QUICK[self.method].items():
+            self._param_widgets[k].value = v
+
+    @param.depends("setup", watch=True)
+    def _setup_labels(self):
+        objs = SETUP_LABELS[self.setup]
+        self.param.labels.objects = objs
+        self.labels = [n for n in self.labels if n in objs] or objs[:4]
+
+    def hyperparameters(self) -> dict:
+        """The hyper-parameters in the widgets, typed as the method's defaults."""
+        defaults = method_class(self.method)().get_params()
+        out = {}
+        for k, w in self._param_widgets.items():
+            v = w.value
+            if isinstance(w, pn.widgets.TextInput):
+                try:
+                    v = parse_value(v, defaults[k])
+                except ValueError as exc:
+                    raise LabelcoreError(f"hyper-parameter {k}: {exc}") from exc
+            if v != defaults[k]:
+                out[k] = v
+        return out
+
+    def config(self) -> dict:
+        if self.data_kind == "synthetic":
+            if not self.labels:
+                raise LabelcoreError("choose at least one label")
+            data = {"kind": "synthetic", "setup": self.setup, "n_train": int(self.n_train),
+                    "n_test": int(self.n_test), "seed": int(self.seed), "labels": list(self.labels)}
+        else:
+            data = {"kind": "training_set", "path": self.training_set.strip(),
+                    "test_fraction": float(self.test_fraction), "seed": int(self.seed)}
+        data["photometry"] = bool(self.photometry)
+        cfg = {"method": self.method, "params": self.hyperparameters(), "data": data}
+        if self.run_name.strip():
+            cfg["name"] = self.run_name.strip()
+        return cfg
+
+    # ------------------------------------------------------------------ actions
+    def _say(self, text, kind="success"):
+        self._message.object = text
+        self._message.alert_type = kind
+        self._message.visible = True
+
+    def launch(self):
+        """Queue a run of the current settings; returns it (None if the settings are wrong,
+        with the reason shown)."""
+        try:
+            run = self.queue.submit(self.config())
+        except LabelcoreError as exc:
+            self._say(f"Not launched: {exc}", "danger")
+            return None
+        self._say(f"Queued run **{run.config['name']}** ({run.id}).")
+        self.refresh()
+        return run
+
+    def selected_ids(self) -> list[str]:
+        df = self._table.value
+        return [df.iloc[i]["id"] for i in self._table.selection if i < len(df)]
+
+    def cancel_selected(self):
+        ids = self.selected_ids()
+        if not ids:
+            self._say("Select runs in the table to cancel them.", "warning")
+            return
+        for rid in ids:
+            self.store.get(rid).cancel()
+        self._say(f"Cancel requested for {len(ids)} run(s).", "warning")
+        self.refresh()
+
+    def refresh(self):
+        """Advance the queue and update the table (the periodic callback)."""
+        self.queue.poll()
+        sel = self.selected_ids()
+        df = self.store.table()
+        self._table.value = df
+        self._table.selection = [i for i, r in enumerate(df["id"]) if r in sel]
+        self._show_log()
+
+    def _show_log(self):
+        ids = self.selected_ids()
+        if not ids:
+            self._log.object = "(select a run to see its log)"
+            return
+        text = self.store.get(ids[-1]).log_text()
+        self._log.object = "\n".join(text.splitlines()[-14:])
+
+    def start(self, period_ms: int = 1000):
+        """Refresh every ``period_ms`` while the page is shown (served or in a notebook)."""
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.refresh, period=period_ms)
+        return self
+
+    # ------------------------------------------------------------------ layout
+    @param.depends("data_kind", "method")
+    def _data_widgets(self):
+        if self.data_kind == "synthetic":
+            ws = [pn.widgets.Select.from_param(self.param.setup, label="Set-up"),
+                  pn.widgets.MultiChoice.from_param(self.param.labels, label="Labels"),
+                  pn.Row(pn.widgets.IntInput.from_param(self.param.n_train, label="Training stars"),
+                         pn.widgets.IntInput.from_param(self.param.n_test, label="Held-out stars"))]
+        else:
+            ws = [pn.widgets.TextInput.from_param(self.param.training_set, label="Training-set folder",
+                                                  placeholder="labelcore build-training-set ... --out FOLDER"),
+                  pn.widgets.FloatInput.from_param(self.param.test_fraction, label="Held-out fraction")]
+        ws.append(pn.widgets.IntInput.from_param(self.param.seed, label="Seed"))
+        if self.method == "CNN":
+            ws.append(pn.widgets.Checkbox.from_param(self.param.photometry,
+                                                     label="Photometry + A_V as input (paper default)"))
+        return pn.Column(*ws, sizing_mode="stretch_width")
+
+    def controls(self):
+        return pn.Column(
+            pn.widgets.RadioButtonGroup.from_param(self.param.method, color="primary"),
+            pn.widgets.RadioButtonGroup.from_param(self.param.data_kind),
+            self._data_widgets,
+            pn.widgets.TextInput.from_param(self.param.run_name, label="Run name (optional)"),
+            pn.Row(self._launch, self._quick),
+            width=340,
+        )
+
+    def __panel__(self):
+        self.start()
+        return pn.Row(self.controls(),
+                      pn.Column(self._message, self._param_box, pn.layout.Divider(),
+                                pn.pane.Markdown("### Runs"), self._table, pn.Row(self._cancel),
+                                pn.pane.Markdown("**Log** of the selected run"), self._log,
+                                sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")

@@ -1,0 +1,141 @@
+"""The Train, Learning-curves and Compare pages show what the run store holds and launch
+what the user set: every plotted number is the core's, and bad settings are refused with
+the reason, launching nothing."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pn = pytest.importorskip("panel")
+hv = pytest.importorskip("holoviews")
+
+from app.pages.compare import ComparePage  # noqa: E402
+from app.pages.curves import LearningCurvesPage, metrics_table  # noqa: E402
+from app.pages.train import TrainPage, parse_value  # noqa: E402
+from labelcore.methods import Lux  # noqa: E402
+from labelcore.runs import JobQueue, RunStore  # noqa: E402
+
+
+def test_parse_value():
+    assert parse_value("cv", "cv") == "cv"
+    assert parse_value("8", "cv") == 8
+    assert parse_value("[1, 10]", (1.0, 3.0)) == (1, 10)
+    assert parse_value("null", None) is None
+    with pytest.raises(ValueError):
+        parse_value("  ", 1)
+
+
+def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
+    store = RunStore(tmp_path)
+    q = JobQueue(store)
+    page = TrainPage(store, q)
+    assert page._param_widgets["n_folds"].value == 5            # SLAM's paper default
+    page.method = "Lux"
+    assert set(page._param_widgets) == set(Lux().get_params())
+    assert page._param_widgets["omega_grid"].value == "[0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]"
+    # a typo in a hyper-parameter: nothing is launched, the message names it
+    page._param_widgets["n_latent"].value = ""
+    assert page.launch() is None
+    assert "n_latent" in page._message.object and page._message.alert_type == "danger"
+    assert store.runs() == []
+    page._param_widgets["n_latent"].value = "8"
+    page._param_widgets["omega"].value = "1.0"
+    page.labels, page.n_train, page.n_test, page.seed = ["teff", "logg"], 200, 40, 2
+    cfg = page.config()
+    assert cfg["params"] == {"n_latent": 8, "omega": 1.0}
+    assert cfg["data"] == {"kind": "synthetic", "setup": "rave", "n_train": 200, "n_test": 40, "seed": 2,
+                           "labels": ["teff", "logg"], "photometry": False}
+    run = page.launch()
+    assert run is not None and q.active == [run.id]
+    q.wait([run], timeout=300)
+    page.refresh()
+    row = page._table.value.iloc[0]
+    assert row["state"] == "done" and row["progress"] == 1.0
+    page._table.selection = [0]
+    page._show_log()
+    assert "done" in page._log.object
+    # a training-set path that is not one
+    page.data_kind = "training set"
+    page.training_set = str(tmp_path / "nothing")
+    assert page.launch() is None and "not a saved training set" in page._message.object
+    # quick settings and photometry only for the CNN
+    page.method = "CNN"
+    page.quick_settings()
+    assert page.hyperparameters() == {"n_members": 10, "max_epochs": 60, "patience": 10}
+    page.photometry = True
+    page.method = "SLAM"
+    assert page.photometry is False
+    assert isinstance(page.__panel__(), pn.Row)
+
+
+def test_learning_curves_page_plots_the_runs_tables(finished_runs):
+    store = finished_runs["store"]
+    page = LearningCurvesPage(store)
+    assert set(page.param.run.objects.values()) == {finished_runs[m].id for m in ("CNN", "SLAM", "Lux")}
+    # CNN: one curve per member; the histogram holds every member; the line is the cut
+    cnn = finished_runs["CNN"]
+    loss, hist = page.plots_for(cnn.id)
+    mem = cnn.curves()["members"]
+    assert len(loss) == len(mem)
+    h, vline = hist.values()
+    assert h.dimension_values(1).sum() == len(mem)
+    assert vline.data == pytest.approx(mem["loss_cut"].iloc[0])
+    # SLAM: per-pixel CV MSE and choices; the heat map counts every pixel once
+    slam = finished_runs["SLAM"]
+    cv, cpts, gpts, hm = page.plots_for(slam.id)
+    pix = slam.curves()["pixels"]
+    np.testing.assert_allclose(cv.dimension_values(1), pix["cv_mse"])
+    np.testing.assert_allclose(10 ** cpts.dimension_values(1), pix["C"], rtol=1e-9)
+    assert hm.dimension_values(2).sum() == len(pix)
+    # Lux: chi2 per step and the CV grid with the chosen point starred
+    lux = finished_runs["Lux"]
+    chi, grid = page.plots_for(lux.id)
+    g = lux.curves()["cv_grid"]
+    star = grid.values()[1]
+    b = g[g.best].iloc[0]
+    assert star.dimension_values(1)[0] == str(int(b["n_latent"]))
+    assert star.dimension_values(0)[0] == pytest.approx(np.log10(b["omega"]), abs=0.01)
+    page.run = lux.id
+    assert isinstance(page.view(), pn.Column)
+    t = metrics_table(lux.metrics())
+    assert t[t["S/N"] == "all"]["label"].tolist() == ["teff", "logg", "m_h"]
+
+
+def test_learning_curves_page_without_runs(tmp_path):
+    page = LearningCurvesPage(RunStore(tmp_path))
+    assert page.run is None and isinstance(page.view(), pn.pane.Alert)
+
+
+def test_compare_page_statistics_and_warnings(finished_runs, tmp_path):
+    store = finished_runs["store"]
+    page = ComparePage(store)
+    assert set(page.runs) == {finished_runs[m].id for m in ("CNN", "SLAM", "Lux")}   # same data: all
+    assert page.problems() == []
+    page.label = "teff"
+    st = page.stats()
+    for m in ("CNN", "SLAM", "Lux"):
+        run = finished_runs[m]
+        p = run.predictions()
+        row = st[(st.method == m) & (st.label == "teff") & (st["S/N"] == "all")].iloc[0]
+        r = p["teff_pred"] - p["teff"]
+        assert row["bias"] == pytest.approx(r.mean()) and row["scatter"] == pytest.approx(r.std(ddof=1))
+        assert row["n"] == len(p)
+    binned = st[(st.method == "SLAM") & (st.label == "teff") & (st["S/N"] != "all")]
+    assert binned["n"].sum() == 60
+    assert isinstance(page.plots(), pn.Column) and isinstance(page.table(), pn.widgets.Tabulator)
+    # a run on other data is flagged, not silently mixed
+    from labelcore.runs import execute
+
+    other = store.create({"method": "Lux", "params": {"n_latent": 6, "omega": 1.0},
+                          "data": {"kind": "synthetic", "setup": "rave", "n_train": 150, "n_test": 30,
+                                   "seed": 9, "labels": ["teff", "logg"]}})
+    execute(other)
+    page.refresh()
+    page.runs = [finished_runs["SLAM"].id, other.id]
+    assert any("different data" in m for m in page.problems())
+    page.label = "m_h"
+    assert any("do not predict m_h" in m for m in page.problems())
+    store.delete(other.id)
+    empty = ComparePage(RunStore(tmp_path))
+    assert isinstance(empty.plots(), pn.pane.Alert)
+    assert isinstance(empty.stats(), pd.DataFrame) and empty.stats().empty
