@@ -18,7 +18,7 @@ from app.pages.curves import LearningCurvesPage
 from app.pages.train import TrainPage
 from app.store import job_queue, load_catalogue, run_store
 
-pn.extension(sizing_mode="stretch_width", notifications=True)
+pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 
 catalogue = CataloguePage(load_catalogue(os.environ.get("LABELCORE_SURVEY")),
                           title="Catalogue (synthetic default survey)")

@@ -28,7 +28,9 @@ SNR_BINS = (0, 20, 40, 60, 100, 150, np.inf)
 
 
 def _data_key(run) -> str:
-    return json.dumps(run.config["data"], sort_keys=True)
+    """What decides a run's held-out stars (photometry as an extra CNN input does not)."""
+    data = {k: v for k, v in run.config["data"].items() if k != "photometry"}
+    return json.dumps(data, sort_keys=True)
 
 
 class ComparePage(pn.viewable.Viewer):
@@ -137,15 +139,26 @@ class ComparePage(pn.viewable.Viewer):
         return pn.Column(*parts, pn.pane.HoloViews((left + right).cols(2), sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
 
+    def wide_table(self) -> pd.DataFrame:
+        """The current label's statistics with one row per S/N bin and a scatter and a bias
+        column per run (what the page shows)."""
+        df = self.stats()
+        if self.label is None or df.empty:
+            return pd.DataFrame()
+        df = df[df["label"] == self.label]
+        order = list(dict.fromkeys(df["S/N"]))
+        w = df.pivot_table(index="S/N", columns="run", values=["scatter", "bias"], aggfunc="first")
+        w.columns = [f"{stat} · {run}" for stat, run in w.columns]
+        w = w[sorted(w.columns, key=lambda c: (not c.startswith("scatter"), c))]
+        n = df.groupby("S/N")["n"].max().rename("stars")
+        return pd.concat([n, w], axis=1).loc[order].reset_index()
+
     @param.depends("runs", "label")
     def table(self):
-        df = self.stats()
-        if self.label is not None:
-            df = df[df["label"] == self.label]
-        return pn.widgets.Tabulator(df, disabled=True, show_index=False, groupby=["S/N"], height=320,
-                                    sizing_mode="stretch_width",
-                                    formatters={"bias": {"type": "money", "precision": 4},
-                                                "scatter": {"type": "money", "precision": 4}})
+        df = self.wide_table()
+        fmt = {c: {"type": "money", "precision": 4} for c in df.columns if "·" in c}
+        return pn.widgets.Tabulator(df, disabled=True, show_index=False, height=260,
+                                    sizing_mode="stretch_width", formatters=fmt)
 
     def controls(self):
         return pn.Column(pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs", size=8),
@@ -154,6 +167,6 @@ class ComparePage(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Row(self.controls(),
-                      pn.Column(self.plots, pn.pane.Markdown("**Bias and scatter** (per S/N bin)"), self.table,
+                      pn.Column(self.plots, pn.pane.Markdown("**Scatter and bias** of the chosen label, overall and per S/N bin"), self.table,
                                 sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")

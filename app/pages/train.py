@@ -80,11 +80,12 @@ class TrainPage(pn.viewable.Viewer):
         self._launch.on_click(lambda e: self.launch())
         self._quick = pn.widgets.Button(label="Quick settings", color="light")
         self._quick.on_click(lambda e: self.quick_settings())
-        self._cancel = pn.widgets.Button(label="Cancel selected", color="warning")
+        self._cancel = pn.widgets.Button(label="Cancel selected", color="warning", width=180, sizing_mode="fixed")
         self._cancel.on_click(lambda e: self.cancel_selected())
         self._table = pn.widgets.Tabulator(self.store.table(), disabled=True, selectable="checkbox",
                                            show_index=False, height=320, sizing_mode="stretch_width",
-                                           formatters={"progress": {"type": "progress", "max": 1.0}},
+                                           formatters={"progress": {"type": "progress", "max": 1.0},
+                                                       "seconds": {"type": "money", "precision": 1}},
                                            hidden_columns=["id"])
         self._log = pn.pane.Str("", styles={"font-size": "11px"}, sizing_mode="stretch_width", max_height=260)
         self._table.param.watch(lambda e: self._show_log(), "selection")

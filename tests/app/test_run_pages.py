@@ -123,6 +123,10 @@ def test_compare_page_statistics_and_warnings(finished_runs, tmp_path):
     binned = st[(st.method == "SLAM") & (st.label == "teff") & (st["S/N"] != "all")]
     assert binned["n"].sum() == 60
     assert isinstance(page.plots(), pn.Column) and isinstance(page.table(), pn.widgets.Tabulator)
+    wide = page.wide_table()
+    assert wide["S/N"].iloc[0] == "all" and wide["stars"].iloc[0] == 60
+    slam_row = st[(st.method == "SLAM") & (st.label == "teff") & (st["S/N"] == "all")].iloc[0]
+    assert wide[f"scatter · {slam_row['run']}"].iloc[0] == pytest.approx(slam_row["scatter"])
     # a run on other data is flagged, not silently mixed
     from labelcore.runs import execute
 
