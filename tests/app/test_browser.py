@@ -1,6 +1,7 @@
 """The served app in Debian's chromium (headless, driven by Playwright): the catalogue page
-renders its datashader Kiel diagram and [alpha/M]-[M/H] plane, and the Spectra tab its
-spectrum, residual, COD and derivative-spectrum plots."""
+renders its datashader Kiel diagram and [alpha/M]-[M/H] plane, the Spectra tab its
+spectrum, residual, COD and derivative-spectrum plots, and the Train, Learning-curves and
+Compare tabs their run table and plots."""
 
 import os
 import socket
@@ -67,11 +68,12 @@ def demo_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(small_survey, demo_cache):
+def server(small_survey, demo_cache, finished_runs):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
     port = _free_port()
-    env = dict(os.environ, LABELCORE_SURVEY=str(small_survey), LABELCORE_DATA_DIR=str(demo_cache))
+    env = dict(os.environ, LABELCORE_SURVEY=str(small_survey), LABELCORE_DATA_DIR=str(demo_cache),
+               LABELCORE_RUNS=str(finished_runs["store"].root))
     panel = Path(sys.executable).parent / "panel"
     proc = subprocess.Popen(
         [str(panel), "serve", str(ROOT / "app" / "main.py"), "--address", "127.0.0.1",
@@ -127,4 +129,24 @@ def test_spectra_tab_renders_in_chromium(server, tmp_path):
         # the catalogue's 2 plots plus spectrum, residuals, COD and derivative spectrum
         assert _wait_for_canvases(page, 6) >= 6
         assert page.locator("text=SLAM labels").count() >= 1
+        browser.close()
+
+
+def test_run_tabs_render_in_chromium(server, finished_runs):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = _open_app(p, server, height=1400)
+        page.locator("text=Train").first.click()
+        page.wait_for_selector("text=Launch", timeout=60_000)
+        page.wait_for_selector("text=SLAM hyper-parameters", timeout=60_000)
+        # the run table lists the store's finished runs
+        page.wait_for_selector("text=Lux test", timeout=60_000)
+        page.locator("text=Learning curves").first.click()
+        page.wait_for_selector("text=Held-out bias and scatter", timeout=60_000)
+        n0 = page.locator("canvas").count()
+        assert n0 >= 3        # the catalogue's two plots plus at least the newest run's chi2 curve
+        page.locator("text=Compare").first.click()
+        page.wait_for_selector("text=Scatter and bias", timeout=60_000)
+        assert _wait_for_canvases(page, n0 + 2) >= n0 + 2   # one-to-one and residual plots
         browser.close()
