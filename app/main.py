@@ -2,7 +2,8 @@
 (or ``LABELCORE_SURVEY=/path/to/survey``).
 
 Tabs: Catalogue (the survey's catalogue, datashader), Spectra (observed vs SLAM/Lux
-model spectra, COD and derivative spectra), Train (launch, watch and cancel trainings),
+model spectra, COD and derivative spectra), Training set (cross-match, paper cuts with
+counts, Kiel diagram, save), Train (launch, watch and cancel trainings),
 Learning curves (per run) and Compare (runs on the same held-out stars). Runs live in
 ``<data dir>/runs`` (``LABELCORE_RUNS`` to change). The Spectra tab is built when first opened:
 the first time on a machine it trains its demo models (about a minute and a half on 2
@@ -16,7 +17,8 @@ from app.pages.catalogue import CataloguePage
 from app.pages.compare import ComparePage
 from app.pages.curves import LearningCurvesPage
 from app.pages.train import TrainPage
-from app.store import job_queue, load_catalogue, run_store
+from app.pages.training_set import TrainingSetPage
+from app.store import job_queue, load_catalogue, run_store, survey_path, training_sets_root
 
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 
@@ -34,19 +36,21 @@ def spectra_tab():
 
 
 store = run_store(os.environ.get("LABELCORE_RUNS"))
-train = TrainPage(store, job_queue(store))
+training_set = TrainingSetPage(survey_path(os.environ.get("LABELCORE_SURVEY")), training_sets_root())
+train = TrainPage(store, job_queue(store), training_sets_root=training_sets_root())
 curves = LearningCurvesPage(store)
 compare = ComparePage(store)
 
 tabs = pn.Tabs(("Catalogue", catalogue),
                ("Spectra", pn.param.ParamFunction(spectra_tab, lazy=True)),
-               ("Train", train), ("Learning curves", curves), ("Compare", compare),
+               ("Training set", training_set), ("Train", train), ("Learning curves", curves),
+               ("Compare", compare),
                dynamic=True)
 
 
 def _on_tab(event):
     # runs finish while other tabs are shown: list them again when a results tab opens
-    page = {3: curves, 4: compare}.get(event.new)
+    page = {3: train, 4: curves, 5: compare}.get(event.new)
     if page is not None:
         page.refresh()
 

@@ -36,11 +36,23 @@ def job_queue(store=None):
     return _QUEUES[key]
 
 
+def survey_path(survey_dir: str | None = None) -> Path:
+    """``survey_dir``, or the embedded default survey (built on first use, cached on disk)."""
+    return Path(survey_dir) if survey_dir else ensure_survey()
+
+
+def training_sets_root() -> Path:
+    """Where the Training-set tab saves and the Train tab finds training sets."""
+    from labelcore.data.synth.survey import default_data_dir
+
+    return default_data_dir() / "training_sets"
+
+
 @functools.lru_cache(maxsize=4)
 def load_catalogue(survey_dir: str | None = None) -> pd.DataFrame:
     """The catalogue table of ``survey_dir`` (default: the embedded survey, built on first
     use and cached on disk)."""
-    path = Path(survey_dir) if survey_dir else ensure_survey()
+    path = survey_path(survey_dir)
     df = read_table(path / "catalogue.parquet")
     for c in ("phase", "component"):
         if c in df.columns:

@@ -37,6 +37,20 @@ def bias_scatter(pred, truth, names, snr=None, bins=SNR_BINS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def snr_bin_labels(snr_lo, snr_hi) -> list[str]:
+    """Labels of :func:`bias_scatter`'s S/N bins: "all" for the overall row, "20–40",
+    "≥ 150" for an open last bin."""
+    out = []
+    for lo, hi in zip(snr_lo, snr_hi, strict=True):
+        if lo is None or (isinstance(lo, float) and np.isnan(lo)):
+            out.append("all")
+        elif np.isinf(hi):
+            out.append(f"≥ {lo:g}")
+        else:
+            out.append(f"{lo:g}–{hi:g}")
+    return out
+
+
 def _model(s, a, b, c):
     return a * np.exp(-b * s) + c
 

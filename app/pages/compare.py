@@ -17,7 +17,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from labelcore.evaluate import bias_scatter
+from labelcore.evaluate import bias_scatter, snr_bin_labels
 from labelcore.runs import RunStore
 
 hv.extension("bokeh", logo=False)
@@ -100,8 +100,7 @@ class ComparePage(pn.viewable.Viewer):
         if not rows:
             return pd.DataFrame(columns=["run", "method", "label", "S/N", "n", "bias", "scatter"])
         df = pd.concat(rows, ignore_index=True)
-        df["S/N"] = [("all" if pd.isna(lo) else f"{lo:g}–{hi:g}") for lo, hi in zip(df.snr_lo, df.snr_hi,
-                                                                                  strict=True)]
+        df["S/N"] = snr_bin_labels(df.snr_lo, df.snr_hi)
         df = df[df["n"] > 0]
         return df[["run", "method", "label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
 
@@ -167,6 +166,8 @@ class ComparePage(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Row(self.controls(),
-                      pn.Column(self.plots, pn.pane.Markdown("**Scatter and bias** of the chosen label, overall and per S/N bin"), self.table,
+                      pn.Column(self.plots,
+                                pn.pane.Markdown("**Scatter and bias** of the chosen label, overall and per S/N bin"),
+                                self.table,
                                 sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")

@@ -18,6 +18,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from labelcore.evaluate import snr_bin_labels
 from labelcore.runs import RunStore
 
 hv.extension("bokeh", logo=False)
@@ -29,7 +30,7 @@ KEPT, DROPPED = "#2f5f8a", "#d1495b"
 def metrics_table(metrics: dict) -> pd.DataFrame:
     """The run's bias/scatter records as a table, one row per label and S/N bin."""
     df = pd.DataFrame(metrics["bias_scatter"])
-    df["S/N"] = [("all" if pd.isna(lo) else f"{lo:g}–{hi:g}") for lo, hi in zip(df.snr_lo, df.snr_hi, strict=True)]
+    df["S/N"] = snr_bin_labels(df.snr_lo, df.snr_hi)
     df = df[df["n"] > 0]
     return df[["label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
 
@@ -37,7 +38,7 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
 def cnn_plots(c: dict) -> list:
     ep, mem = c["epochs"], c["members"]
     curves = []
-    for m, g in ep.groupby("member"):
+    for _m, g in ep.groupby("member"):
         kept = bool(g["kept"].iloc[0])
         curves.append(hv.Curve((g["epoch"], g["test_loss"]), "epoch", "test loss").opts(
             color=KEPT if kept else DROPPED, alpha=0.7 if kept else 0.9, line_width=1))

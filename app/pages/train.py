@@ -69,9 +69,13 @@ class TrainPage(pn.viewable.Viewer):
     photometry = param.Boolean(default=False, doc="CNN: absolute magnitudes + A_V as a second input")
     run_name = param.String(default="", doc="name shown in the run lists (default: method on data)")
 
-    def __init__(self, store: RunStore | None = None, queue: JobQueue | None = None, **params):
+    def __init__(self, store: RunStore | None = None, queue: JobQueue | None = None, training_sets_root=None,
+                 **params):
         super().__init__(**params)
         self.store = store or RunStore()
+        self.training_sets_root = training_sets_root
+        self._saved_sets = pn.widgets.Select(label="Saved training sets", options=[])
+        self._saved_sets.param.watch(lambda e: setattr(self, "training_set", e.new or self.training_set), "value")
         self.queue = queue or JobQueue(self.store)
         self._param_widgets: dict[str, pn.widgets.Widget] = {}
         self._param_box = pn.Column(sizing_mode="stretch_width")
@@ -186,9 +190,19 @@ class TrainPage(pn.viewable.Viewer):
         self._say(f"Cancel requested for {len(ids)} run(s).", "warning")
         self.refresh()
 
+    def _list_saved_sets(self):
+        from app.pages.training_set import list_training_sets
+
+        if self.training_sets_root is None:
+            return
+        opts = {p.name: str(p) for p in list_training_sets(self.training_sets_root)}
+        if opts != self._saved_sets.options:
+            self._saved_sets.options = opts
+
     def refresh(self):
         """Advance the queue and update the table (the periodic callback)."""
         self.queue.poll()
+        self._list_saved_sets()
         sel = self.selected_ids()
         df = self.store.table()
         self._table.value = df
@@ -218,7 +232,9 @@ class TrainPage(pn.viewable.Viewer):
                   pn.Row(pn.widgets.IntInput.from_param(self.param.n_train, label="Training stars"),
                          pn.widgets.IntInput.from_param(self.param.n_test, label="Held-out stars"))]
         else:
-            ws = [pn.widgets.TextInput.from_param(self.param.training_set, label="Training-set folder",
+            self._list_saved_sets()
+            ws = [self._saved_sets,
+                  pn.widgets.TextInput.from_param(self.param.training_set, label="Training-set folder",
                                                   placeholder="labelcore build-training-set ... --out FOLDER"),
                   pn.widgets.FloatInput.from_param(self.param.test_fraction, label="Held-out fraction")]
         ws.append(pn.widgets.IntInput.from_param(self.param.seed, label="Seed"))

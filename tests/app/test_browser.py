@@ -137,16 +137,22 @@ def test_run_tabs_render_in_chromium(server, finished_runs):
 
     with sync_playwright() as p:
         browser, page = _open_app(p, server, height=1400)
-        page.locator("text=Train").first.click()
+        page.get_by_text("Training set", exact=True).first.click()
+        page.wait_for_selector("text=Paper preset (cuts)", timeout=60_000)
+        n_before = page.locator("canvas").count()
+        page.get_by_role("button", name="Build").click()
+        page.wait_for_selector("text=Save it to train on it", timeout=120_000)
+        assert _wait_for_canvases(page, n_before + 2) >= n_before + 2   # Kiel diagram and S/N histogram
+        page.get_by_text("Train", exact=True).first.click()
         page.wait_for_selector("text=Launch", timeout=60_000)
         page.wait_for_selector("text=SLAM hyper-parameters", timeout=60_000)
         # the run table lists the store's finished runs
         page.wait_for_selector("text=Lux test", timeout=60_000)
-        page.locator("text=Learning curves").first.click()
+        page.get_by_text("Learning curves", exact=True).first.click()
         page.wait_for_selector("text=Held-out bias and scatter", timeout=60_000)
         n0 = page.locator("canvas").count()
         assert n0 >= 3        # the catalogue's two plots plus at least the newest run's chi2 curve
-        page.locator("text=Compare").first.click()
+        page.get_by_text("Compare", exact=True).first.click()
         page.wait_for_selector("text=Scatter and bias", timeout=60_000)
         assert _wait_for_canvases(page, n0 + 2) >= n0 + 2   # one-to-one and residual plots
         browser.close()

@@ -143,3 +143,41 @@ def test_compare_page_statistics_and_warnings(finished_runs, tmp_path):
     empty = ComparePage(RunStore(tmp_path))
     assert isinstance(empty.plots(), pn.pane.Alert)
     assert isinstance(empty.stats(), pd.DataFrame) and empty.stats().empty
+
+
+def test_training_set_page_builds_counts_plots_and_saves(small_survey, tmp_path):
+    from app.pages.training_set import TrainingSetPage, parse_cuts
+    from labelcore.prep.training import TrainingSet, build_training_set
+
+    assert parse_cuts('{"column": "teff", "op": "<", "value": 5500}\n\n{"notnull": ["logg"]}') == [
+        {"column": "teff", "op": "<", "value": 5500}, {"notnull": ["logg"]}]
+    page = TrainingSetPage(small_survey, tmp_path / "sets")
+    assert "guiglion2020" in page.param.preset.objects
+    page.cuts_text = '{"column": "teff", "op": "<", "value": 5800}'
+    ts = page.build()
+    direct = build_training_set(small_survey, "rave", "catalogue", "guiglion2020",
+                                [{"column": "teff", "op": "<", "value": 5800}],
+                                page.labels, True)
+    assert len(ts) == len(direct) > 0 and (ts.table["teff"] < 5800).all()
+    assert ts.counts["remaining"].tolist() == direct.counts["remaining"].tolist()
+    kiel = page.plots().values()[0]
+    assert len(kiel) == len(ts)
+    page.set_name = "bad name/.."
+    assert page.save() is None and "plain folder name" in page._message.object
+    page.set_name = "gg"
+    path = page.save()
+    assert path == tmp_path / "sets" / "gg" and len(TrainingSet.load(path)) == len(ts)
+    assert page.save() is None and "exists" in page._message.object
+    # the Train tab offers it
+    store = RunStore(tmp_path / "runs")
+    train = TrainPage(store, JobQueue(store), training_sets_root=tmp_path / "sets")
+    train.data_kind = "training set"
+    train._data_widgets()
+    assert train._saved_sets.options == {"gg": str(path)}
+    train._saved_sets.value = str(path)
+    assert train.config()["data"]["path"] == str(path)
+    # bad input: a cut that is not JSON, a cut that empties the set
+    page.cuts_text = '{"column": "teff", "op": "<"'
+    assert page.build() is None and "line 1 is not JSON" in page._message.object and page._save.disabled
+    page.cuts_text = '{"column": "teff", "op": "<", "value": 100}'
+    assert page.build() is None and "no star passes the cuts" in page._message.object
