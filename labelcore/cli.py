@@ -1,4 +1,4 @@
-"""Command line: ``labelcore synth | build-training-set | info | manifests | train | runs``.
+"""Command line: ``labelcore synth | build-training-set | info | manifests | train | runs | predict``.
 
 Every command prints what it did and exits non-zero with a one-line message on bad
 input (no traceback for user errors)."""
@@ -159,6 +159,29 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def cmd_predict(a) -> int:
+    from labelcore.catalogue import predict_catalogue
+
+    model = Path(a.model)
+    if not model.exists():
+        store = _store(a)
+        model = store.get(a.model).path            # a run id
+    phot = None
+    if a.photometry:
+        from labelcore.data.io import read_table
+
+        phot = read_table(a.photometry)
+    t = time.perf_counter()
+    out = predict_catalogue(model, a.spectra, a.out, chunk_rows=a.chunk_rows, photometry=phot,
+                            progress=_progress if a.verbose else None)
+    from labelcore.data.io import read_table
+
+    n = len(read_table(out, columns=["obs_id"]))
+    dt = time.perf_counter() - t
+    print(f"wrote {out}: {n} spectra in {dt:.1f} s ({n / dt:.0f} spectra/s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labelcore", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -213,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--store", help="run store folder (default: <data dir>/runs)")
     r.add_argument("--cancel", metavar="RUN_ID")
     r.set_defaults(fn=cmd_runs)
+    pr = sub.add_parser("predict", help="label every spectrum of a spectra file (a catalogue, Parquet)")
+    pr.add_argument("model", help="run id, run folder or saved model folder")
+    pr.add_argument("spectra", help="labelcore HDF5 spectra file (e.g. survey/spectra_rave.h5)")
+    pr.add_argument("--out", required=True, help="output Parquet catalogue")
+    pr.add_argument("--chunk-rows", type=int, default=4096)
+    pr.add_argument("--photometry", help="CNN with photometry: Parquet table keyed by obs_id or source_id")
+    pr.add_argument("--store", help="run store folder (default: <data dir>/runs)")
+    pr.add_argument("--verbose", action="store_true")
+    pr.set_defaults(fn=cmd_predict)
     return p
 
 

@@ -48,3 +48,21 @@ def test_train_and_runs_commands(tmp_path, capsys):
     # a training that fails exits 1 and says why
     assert main(["train", "--method", "CNN", "--n-train", "20", "--n-test", "5", "--store", str(store)]) == 1
     assert "too few to train the CNN" in capsys.readouterr().err
+
+
+def test_predict_command(tmp_path, capsys, finished_runs, small_survey):
+    from labelcore.data.io import read_table
+
+    run = finished_runs["Lux"]
+    out = tmp_path / "cat.parquet"
+    assert main(["predict", run.id, str(small_survey / "spectra_rave.h5"), "--out", str(out),
+                 "--store", str(finished_runs["store"].root), "--chunk-rows", "500"]) == 0
+    assert "spectra/s" in capsys.readouterr().out
+    cat = read_table(out)
+    from labelcore.data.io import spectra_info
+
+    assert len(cat) == spectra_info(small_survey / "spectra_rave.h5")["n_spectra"]
+    assert {"teff", "teff_err", "teff_flag", "snr"} <= set(cat.columns)
+    assert main(["predict", "no-such-run", str(small_survey / "spectra_rave.h5"), "--out", str(out),
+                 "--store", str(finished_runs["store"].root)]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err

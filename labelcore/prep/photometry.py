@@ -42,10 +42,11 @@ def absolute_magnitudes(table: pd.DataFrame, bands=PHOT_BANDS, extinction_correc
     out = {}
     for b in bands:
         a = EXTINCTION_COEFF[b] * table["a_v"].to_numpy(float) if extinction_correct else None
-        M, eM = absolute_magnitude(
-            table[b].to_numpy(float), table["parallax"].to_numpy(float),
-            table[f"{b}_err"].to_numpy(float) if f"{b}_err" in table else None,
-            table["parallax_err"].to_numpy(float) if "parallax_err" in table else None, a)
+        m_err = table[f"{b}_err"].to_numpy(float) if f"{b}_err" in table else None
+        p_err = table["parallax_err"].to_numpy(float) if "parallax_err" in table else None
+        res = absolute_magnitude(table[b].to_numpy(float), table["parallax"].to_numpy(float), m_err, p_err, a)
+        # without any error column there is no error to propagate: NaN, not a made-up zero
+        M, eM = res if isinstance(res, tuple) else (res, np.full(len(table), np.nan))
         out[prefix + b] = M
         out[prefix + b + "_err"] = eM
     return pd.DataFrame(out, index=table.index)

@@ -167,3 +167,19 @@ def test_training_set_builder(small_survey, tmp_path):
     assert len(gal) == 30 and np.isnan(gal.labels.values).any()
     with pytest.raises(EmptySelectionError):
         build_training_set(small_survey, "rave", cuts=[{"column": "teff", "op": ">", "value": 1e5}])
+
+
+def test_photometry_matrix_without_error_columns():
+    """A table with magnitudes, parallax and A_V but no _err columns (e.g. a cross-match
+    that kept values only) still gives the CNN input; errors are NaN, not zero."""
+    import pandas as pd
+
+    from labelcore.prep.photometry import absolute_magnitudes, photometry_matrix
+
+    bands = ["g", "bp", "rp", "j", "h", "ks", "w1", "w2"]
+    t = pd.DataFrame({**{b: [10.0, 12.0] for b in bands}, "parallax": [1.0, -0.5], "a_v": [0.1, 0.2]})
+    p = photometry_matrix(t)
+    assert p.shape == (2, 9)
+    np.testing.assert_allclose(p[0, :8], 10.0 + 5 * np.log10(1.0) - 10.0)   # M = m + 5 log10(plx/mas) - 10
+    assert np.isnan(p[1, :8]).all() and p[1, 8] == 0.2                      # negative parallax: no distance
+    assert absolute_magnitudes(t)["abs_g_err"].isna().all()

@@ -1,0 +1,172 @@
+"""Chunked prediction of a whole survey: a trained model applied to every spectrum of a
+spectra file, written as a label catalogue (Parquet) in bounded memory.
+
+The catalogue has one row per spectrum: ``obs_id``, the file's per-spectrum metadata (S/N,
+RV, ``source_id``, ...), and per label ``<name>``, ``<name>_err`` (the method's 1-sigma
+error: ensemble spread for the CNN, formal errors for SLAM and Lux) and ``<name>_flag``
+(1 outside the training label range, :meth:`boundary_flags`). SLAM adds ``converged`` and
+``chi2`` from :meth:`SLAM.predict_details`.
+
+Choices
+-------
+* **One wavelength grid.** The spectra must be on the model's grid (checked to 1e-6 Å
+  relative); resampling is an explicit step (:mod:`labelcore.prep.resample`), never silent.
+* **CNN photometry.** A CNN trained with photometry needs, per spectrum, the 8 apparent
+  magnitudes, parallax and A_V (``photometry=`` a table keyed by ``obs_id`` or by the
+  file's ``source_id``). Spectra without complete photometry or a positive parallax get
+  NaN labels and ``no_photometry = True`` instead of stopping the whole catalogue.
+* **Atomic.** The Parquet file is written chunk by chunk to a temporary name and renamed
+  at the end: an interrupted or failed prediction leaves no partial catalogue.
+* **Scale.** ``client=`` (a ``dask.distributed.Client``) predicts the chunks as tasks on
+  the cluster; each task loads the saved model and reads its rows itself, so only labels
+  travel back. Without a client the chunks run here one after the other (each already
+  uses every core through numpy/JAX/TensorFlow).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from labelcore.errors import ValidationError
+
+
+def load_model(path):
+    """A saved model of any method (the class is read from the folder's ``params.json``)."""
+    from labelcore.runs import Run, method_class
+
+    path = Path(path)
+    if (path / "config.json").exists():          # a run folder
+        return Run(path).model()
+    try:
+        doc = json.loads((path / "params.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"{path}: not a saved labelcore model ({exc})") from exc
+    return method_class(doc.get("class")).load(path)
+
+
+def _check_grid(model, wave, path):
+    if model.n_pixels_ != wave.size:
+        raise ValidationError(f"{path} has {wave.size} pixels per spectrum; the model was trained on "
+                              f"{model.n_pixels_}. Resample first (labelcore.prep.resample).")
+    mw = getattr(model, "wave_", None)
+    if mw is not None and not np.allclose(wave, mw, rtol=1e-6, atol=0):
+        raise ValidationError(f"{path}: the wavelength grid differs from the model's "
+                              f"({wave[0]:.3f}-{wave[-1]:.3f} vs {mw[0]:.3f}-{mw[-1]:.3f} Å). "
+                              "Resample first (labelcore.prep.resample).")
+
+
+def _photometry_rows(photometry: pd.DataFrame | None, ids, meta: pd.DataFrame):
+    """[n, 9] CNN photometry for the chunk (NaN rows where incomplete)."""
+    from labelcore.prep.photometry import photometry_matrix
+
+    if "obs_id" in photometry.columns:
+        tab = photometry.drop_duplicates("obs_id").set_index("obs_id").reindex(np.asarray(ids).astype(str))
+    elif "source_id" in photometry.columns and "source_id" in meta.columns:
+        tab = photometry.drop_duplicates("source_id").set_index("source_id").reindex(meta["source_id"].to_numpy())
+    else:
+        raise ValidationError("photometry table needs an 'obs_id' column, or a 'source_id' column "
+                              "matching the spectra file's source_id metadata")
+    return photometry_matrix(tab.reset_index(drop=True))
+
+
+def predict_chunk(model, spectra_path, start: int, stop: int, photometry=None) -> pd.DataFrame:
+    """The catalogue rows of spectra ``start:stop`` of ``spectra_path`` (see module doc)."""
+    from labelcore.data.io import read_spectra
+
+    if isinstance(model, str | Path):
+        model = load_model(model)
+    s = read_spectra(spectra_path, slice(start, stop))
+    flux = np.where(s.mask, np.nan, s.flux)
+    err = s.flux_err if s.has_errors else None
+    names = list(model.label_names_)
+    n = flux.shape[0]
+    y = np.full((n, len(names)), np.nan)
+    e = np.full_like(y, np.nan)
+    out = {"obs_id": np.asarray(s.ids).astype(str)}
+    for c in s.meta.columns:
+        out[c] = s.meta[c].to_numpy()
+    ok = np.ones(n, bool)
+    phot = None
+    if type(model).__name__ == "CNN" and getattr(model, "n_phot_", 0):
+        if photometry is None:
+            raise ValidationError("this CNN was trained with photometry: pass photometry= (a table of "
+                                  "magnitudes, parallax and A_V keyed by obs_id or source_id)")
+        phot = _photometry_rows(photometry, s.ids, s.meta)
+        ok = np.isfinite(phot).all(axis=1)
+        out["no_photometry"] = ~ok
+    extra = {}
+    if ok.any():
+        fl, er = flux[ok], (None if err is None else err[ok])
+        kw = {} if phot is None else {"photometry": phot[ok]}
+        if hasattr(model, "predict_details"):
+            d = model.predict_details(fl, flux_err=er)
+            yy, ee = d["labels"], d["errors"]
+            extra = {"converged": d["converged"], "chi2": d["chi2"]}
+        else:
+            yy, ee = model.predict(fl, flux_err=er, return_std=True, **kw)
+        y[ok], e[ok] = yy, ee
+    flags = model.boundary_flags(y)
+    for j, nm in enumerate(names):
+        out[nm] = y[:, j]
+        out[f"{nm}_err"] = e[:, j]
+        out[f"{nm}_flag"] = np.where(np.isfinite(y[:, j]), flags[:, j], 1).astype(np.int8)
+    for k, v in extra.items():
+        full = np.zeros(n, bool) if v.dtype == bool else np.full(n, np.nan)
+        full[ok] = v
+        out[k] = full
+    return pd.DataFrame(out)
+
+
+def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, photometry=None,
+                      client=None, progress=None) -> Path:
+    """Labels for every spectrum of ``spectra_path`` (labelcore HDF5), written to
+    ``out_path`` (Parquet), ``chunk_rows`` spectra at a time. ``model``: a fitted method,
+    a saved model folder or a run folder (a folder is needed with ``client``). Returns the
+    output path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from labelcore.data.io import atomic_path, spectra_info
+    from labelcore.methods.base import report
+
+    spectra_path = Path(spectra_path)
+    info = spectra_info(spectra_path)
+    n = info["n_spectra"]
+    if n == 0:
+        raise ValidationError(f"{spectra_path} holds no spectra")
+    if chunk_rows < 1:
+        raise ValidationError(f"chunk_rows must be >= 1; got {chunk_rows}")
+    if client is not None and not isinstance(model, str | Path):
+        raise ValidationError("with a dask client pass the model as a saved folder (workers load it)")
+    fitted = load_model(model) if isinstance(model, str | Path) else model
+    import h5py
+
+    with h5py.File(spectra_path, "r") as f:
+        wave = f["wave"][:]
+    _check_grid(fitted, wave, spectra_path)
+    bounds = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
+    with atomic_path(out_path, ".parquet") as tmp:
+        writer = None
+        try:
+            if client is not None:
+                futures = [client.submit(predict_chunk, str(model), str(spectra_path), a, b, photometry,
+                                         pure=False) for a, b in bounds]
+                parts = (f.result() for f in futures)
+            else:
+                parts = (predict_chunk(fitted, spectra_path, a, b, photometry) for a, b in bounds)
+            done = 0
+            for (a, b), df in zip(bounds, parts, strict=True):
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                done = b
+                report(progress, done / n, f"predicted {done:,} of {n:,} spectra")
+        finally:
+            if writer is not None:
+                writer.close()
+    return Path(out_path)
