@@ -159,7 +159,7 @@ def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, 
             else:
                 parts = (predict_chunk(fitted, spectra_path, a, b, photometry) for a, b in bounds)
             done = 0
-            for (a, b), df in zip(bounds, parts, strict=True):
+            for (_a, b), df in zip(bounds, parts, strict=True):
                 table = pa.Table.from_pandas(df, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
