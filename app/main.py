@@ -4,7 +4,8 @@
 Tabs: Catalogue (the survey's catalogue, datashader), Spectra (observed vs SLAM/Lux
 model spectra, COD and derivative spectra), Training set (cross-match, paper cuts with
 counts, Kiel diagram, save), Train (launch, watch and cancel trainings),
-Learning curves (per run) and Compare (runs on the same held-out stars). Runs live in
+Learning curves (per run) and Compare (runs on the same held-out stars); the Catalogue tab
+also shows the label catalogues of prediction runs ("Label the survey" on the Train tab). Runs live in
 ``<data dir>/runs`` (``LABELCORE_RUNS`` to change). The Spectra tab is built when first opened:
 the first time on a machine it trains its demo models (about a minute and a half on 2
 cores) and caches them; later starts load them in a fraction of a second."""
@@ -13,7 +14,7 @@ import os
 
 import panel as pn
 
-from app.pages.catalogue import CataloguePage
+from app.pages.catalogue import CatalogueTab
 from app.pages.compare import ComparePage
 from app.pages.curves import LearningCurvesPage
 from app.pages.train import TrainPage
@@ -22,8 +23,9 @@ from app.store import job_queue, load_catalogue, run_store, survey_path, trainin
 
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 
-catalogue = CataloguePage(load_catalogue(os.environ.get("LABELCORE_SURVEY")),
-                          title="Catalogue (synthetic default survey)")
+store = run_store(os.environ.get("LABELCORE_RUNS"))
+catalogue = CatalogueTab(load_catalogue(os.environ.get("LABELCORE_SURVEY")), store,
+                         title="Survey catalogue (synthetic default survey)")
 
 
 def spectra_tab():
@@ -35,9 +37,9 @@ def spectra_tab():
                        title="Spectra (synthetic RAVE-like)")
 
 
-store = run_store(os.environ.get("LABELCORE_RUNS"))
 training_set = TrainingSetPage(survey_path(os.environ.get("LABELCORE_SURVEY")), training_sets_root())
-train = TrainPage(store, job_queue(store), training_sets_root=training_sets_root())
+train = TrainPage(store, job_queue(store), training_sets_root=training_sets_root(),
+                  survey_dir=survey_path(os.environ.get("LABELCORE_SURVEY")))
 curves = LearningCurvesPage(store)
 compare = ComparePage(store)
 
@@ -50,7 +52,7 @@ tabs = pn.Tabs(("Catalogue", catalogue),
 
 def _on_tab(event):
     # runs finish while other tabs are shown: list them again when a results tab opens
-    page = {3: train, 4: curves, 5: compare}.get(event.new)
+    page = {0: catalogue, 3: train, 4: curves, 5: compare}.get(event.new)
     if page is not None:
         page.refresh()
 

@@ -9,6 +9,7 @@ A *run* is a folder under a store root (default ``<data dir>/runs``)::
     curves/<name>.parquet learning-curve tables (:func:`labelcore.evaluate.learning_curves`)
     predictions.parquet  the held-out stars: truth, prediction, 1-sigma error, flags, S/N
     metrics.json         bias/scatter per label, overall and per S/N bin; timings
+    catalogue.parquet    (prediction runs) labels of every spectrum of a survey file
     cancel               present when a cancel was requested
 
 Every file is written atomically (temporary name, then rename), so a reader never sees a
@@ -24,6 +25,14 @@ threads are never forked (the multiprocessing hangs users of older tools complai
 and a cancel that the run does not honour within ``grace`` seconds ends the process. With
 ``client=`` (a ``dask.distributed.Client``) the same :func:`execute` is submitted to the
 cluster's workers instead; a run folder on a shared filesystem is all they exchange.
+
+Tasks
+-----
+``config["task"]`` is ``"train"`` (the default) or ``"predict"``: label every spectrum of a
+spectra file with the model of a finished training run (``{"task": "predict", "model_run":
+RUN_FOLDER, "spectra": FILE}``, written by :func:`labelcore.catalogue.predict_catalogue`
+to the run's ``catalogue.parquet``; ``"join"``: an optional Parquet table, e.g. the survey
+catalogue, whose columns are added by ``source_id``, its labels as ``<name>_ref``).
 
 Data
 ----
@@ -108,6 +117,11 @@ def validate_config(config: dict) -> dict:
     if not isinstance(config, dict):
         raise ValidationError(f"run config must be a dict; got {type(config).__name__}")
     cfg = json.loads(json.dumps(config, default=_json_default))
+    task = cfg.setdefault("task", "train")
+    if task == "predict":
+        return _validate_predict(cfg)
+    if task != "train":
+        raise ValidationError(f"config 'task' must be 'train' or 'predict'; got {task!r}")
     method = cfg.get("method")
     if method not in METHODS:
         raise ValidationError(f"config 'method' must be one of {METHODS}; got {method!r}")
@@ -145,6 +159,27 @@ def validate_config(config: dict) -> dict:
     if data["photometry"] and method != "CNN":
         raise ValidationError(f"photometry is an input of the CNN only, not of {method}")
     cfg.setdefault("name", f"{method} on {data.get('setup', Path(str(data.get('path'))).name)}")
+    return cfg
+
+
+def _validate_predict(cfg: dict) -> dict:
+    mr = cfg.get("model_run")
+    try:
+        model_run = Run(mr)
+    except (RunError, TypeError) as exc:
+        raise ValidationError(f"config 'model_run' {mr!r} is not a run folder") from exc
+    if model_run.state != "done" or not (model_run.path / "model").exists():
+        raise ValidationError(f"config 'model_run' {model_run.id} has no trained model (state {model_run.state})")
+    sp = cfg.get("spectra")
+    if not sp or not Path(sp).is_file():
+        raise ValidationError(f"config 'spectra' {sp!r} is not a file")
+    join = cfg.get("join")
+    if join is not None and not Path(join).is_file():
+        raise ValidationError(f"config 'join' {join!r} is not a file")
+    cfg["model_run"] = str(model_run.path.resolve())
+    cfg["method"] = model_run.config["method"]
+    cfg.setdefault("chunk_rows", 4096)
+    cfg.setdefault("name", f"{model_run.config.get('name')} → {Path(sp).name}")
     return cfg
 
 
@@ -240,6 +275,20 @@ class Run:
             raise RunError(f"run {self.id} has no predictions (state {self.state})")
         return read_table(p)
 
+    def catalogue(self) -> pd.DataFrame:
+        """The label catalogue of a prediction run."""
+        from labelcore.data.io import read_table
+
+        p = self.path / "catalogue.parquet"
+        if not p.exists():
+            raise RunError(f"run {self.id} has no catalogue (task {self.config.get('task', 'train')}, "
+                           f"state {self.state})")
+        return read_table(p)
+
+    @property
+    def task(self) -> str:
+        return self.config.get("task", "train")
+
     def curves(self) -> dict[str, pd.DataFrame]:
         from labelcore.data.io import read_table
 
@@ -290,11 +339,12 @@ class RunStore:
         rows = []
         for r in self.runs():
             st, cfg = r.status(), r.config
-            rows.append({"id": r.id, "name": cfg.get("name"), "method": cfg["method"],
+            rows.append({"id": r.id, "name": cfg.get("name"), "task": cfg.get("task", "train"),
+                         "method": cfg["method"],
                          "state": st.get("state"), "progress": float(st.get("fraction", 0.0)),
                          "message": st.get("error") or st.get("message", ""),
                          "created": st.get("created"), "seconds": st.get("seconds")})
-        cols = ["id", "name", "method", "state", "progress", "message", "created", "seconds"]
+        cols = ["id", "name", "task", "method", "state", "progress", "message", "created", "seconds"]
         return pd.DataFrame(rows, columns=cols)
 
     def delete(self, run_id: str) -> None:
@@ -379,6 +429,9 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
 
     try:
         cfg = run.config
+        if cfg.get("task") == "predict":
+            _execute_predict(run, cfg, progress, t0)
+            return run
         data = load_run_data(cfg["data"])
         tr, te = data["train"], data["test"]
         names = data["label_names"]
@@ -427,6 +480,39 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
                         error=f"{type(exc).__name__}: {exc}")
         run.log("failed:\n" + traceback.format_exc())
     return run
+
+
+def _execute_predict(run: Run, cfg: dict, progress, t0: float) -> None:
+    from labelcore.catalogue import predict_catalogue
+    from labelcore.data.io import atomic_path, read_table
+
+    out = run.path / "catalogue.parquet"
+    predict_catalogue(cfg["model_run"], cfg["spectra"], out, chunk_rows=int(cfg["chunk_rows"]), progress=progress)
+    if cfg.get("join"):
+        run._set_status(fraction=0.95, message="joining the catalogue columns")
+        cat = read_table(out)
+        other = read_table(cfg["join"])
+        if "source_id" not in cat.columns or "source_id" not in other.columns:
+            raise ValidationError("joining needs a source_id column in the spectra metadata and in the table")
+        from labelcore.data.containers import LABEL_UNITS
+
+        # the table's own labels (and errors) come along as <name>_ref / <name>_err_ref, so a
+        # reference value is never mistaken for a prediction; other columns keep their names
+        ref = {c: f"{c}_ref" for c in other.columns
+               if c in LABEL_UNITS or (c.endswith("_err") and c[:-4] in LABEL_UNITS)}
+        other = other.rename(columns=ref)
+        keep = ["source_id", *[c for c in other.columns if c != "source_id" and c not in cat.columns]]
+        other = other[keep].drop_duplicates("source_id")
+        cat = cat.merge(other, on="source_id", how="left")
+        with atomic_path(out, ".parquet") as tmp:
+            cat.to_parquet(tmp, index=False)
+    n = len(read_table(out, columns=["obs_id"]))
+    secs = time.perf_counter() - t0
+    _write_json(run.path / "metrics.json", {"task": "predict", "n_spectra": n, "seconds": secs,
+                                            "spectra_per_second": n / secs, "method": cfg["method"]})
+    run._set_status(state="done", fraction=1.0, finished=_now(), seconds=secs,
+                    message=f"{n:,} spectra labelled in {secs:.1f} s")
+    run.log("done")
 
 
 class JobQueue:

@@ -179,3 +179,32 @@ def test_training_set_runs(small_survey, tmp_path):
     pred = run.predictions()
     assert len(pred) == 100 and np.isfinite(pred["snr"]).all()
     assert run.metrics()["truth"] == "catalogue labels"
+
+
+def test_prediction_run_labels_a_survey_file_and_joins_the_catalogue(finished_runs, small_survey, tmp_path):
+    from labelcore.data.io import read_table, spectra_info
+
+    store = RunStore(tmp_path)
+    src = finished_runs["Lux"]
+    spectra = small_survey / "spectra_rave.h5"
+    run = store.create({"task": "predict", "model_run": str(src.path), "spectra": str(spectra),
+                        "join": str(small_survey / "catalogue.parquet"), "chunk_rows": 700})
+    assert run.config["method"] == "Lux" and run.task == "predict"
+    execute(run)
+    assert run.state == "done", run.status()
+    cat = run.catalogue()
+    assert len(cat) == spectra_info(spectra)["n_spectra"] == run.metrics()["n_spectra"]
+    ref = read_table(small_survey / "catalogue.parquet").set_index("source_id")
+    # predictions next to the survey's own values, matched by source_id
+    np.testing.assert_allclose(cat["teff_ref"], ref.loc[cat["source_id"], "teff"].to_numpy())
+    assert {"teff", "teff_err", "teff_flag", "component", "phase"} <= set(cat.columns)
+    good = cat["snr"] > 50
+    assert np.std(cat.loc[good, "teff"] - cat.loc[good, "teff_ref"]) < 400
+    # refused: a model run that is not finished, a spectra file that does not exist
+    pending = store.create({"method": "Lux", "data": synth()})
+    with pytest.raises(ValidationError, match="has no trained model"):
+        store.create({"task": "predict", "model_run": str(pending.path), "spectra": str(spectra)})
+    with pytest.raises(ValidationError, match="is not a file"):
+        store.create({"task": "predict", "model_run": str(src.path), "spectra": str(tmp_path / "x.h5")})
+    with pytest.raises(ValidationError, match="'task'"):
+        validate_config({"task": "evaluate", "method": "Lux", "data": synth()})

@@ -164,3 +164,59 @@ class CataloguePage(pn.viewable.Viewer):
                                            sidebar=[self.controls()], main=[self.plots],
                                            accent="#2f5f8a")
         return tpl
+
+
+class CatalogueTab(pn.viewable.Viewer):
+    """The Catalogue tab: the survey's own catalogue, or the label catalogue of a finished
+    prediction run (``labelcore.runs`` task "predict") in the same planes.
+
+    Parameters
+    ----------
+    survey_table : the survey catalogue (shown by default).
+    store : a :class:`labelcore.runs.RunStore` whose prediction runs are offered.
+    """
+
+    source = param.Selector(default="survey", objects=["survey"])
+
+    def __init__(self, survey_table: pd.DataFrame, store=None, title="Catalogue", **params):
+        super().__init__(**params)
+        self.survey_table = survey_table
+        self.store = store
+        self.title = title
+        self._pages = {"survey": CataloguePage(survey_table, title=title)}
+        self.param.source.objects = {f"{title}": "survey"}
+        self._holder = pn.Column(self._pages["survey"], sizing_mode="stretch_width")
+        self.refresh()
+
+    def refresh(self):
+        """List the finished prediction runs of the store."""
+        opts = {f"{self.title}": "survey"}
+        if self.store is not None:
+            for r in reversed(self.store.runs()):
+                if r.task == "predict" and r.state == "done":
+                    opts[f"Labels: {r.config.get('name')} — {r.id}"] = r.id
+        self.param.source.objects = opts
+
+    def page_for(self, source):
+        """The :class:`CataloguePage` of ``source`` ("survey" or a prediction run id), or an
+        alert saying why it cannot be shown."""
+        if source not in self._pages:
+            table = self.store.get(source).catalogue()
+            for c in ("phase", "component"):
+                if c in table.columns:
+                    table[c] = table[c].astype("category")
+            try:
+                self._pages[source] = CataloguePage(table, title=f"Labels of run {source}")
+            except ValueError as exc:
+                return pn.pane.Alert(f"This catalogue cannot be shown in these planes: {exc}",
+                                     alert_type="warning")
+        return self._pages[source]
+
+    @param.depends("source", watch=True)
+    def _show(self):
+        self._holder[:] = [self.page_for(self.source)]
+
+    def __panel__(self):
+        return pn.Column(pn.widgets.Select.from_param(self.param.source, label="Catalogue", width=560,
+                                                      sizing_mode="fixed"),
+                         self._holder, sizing_mode="stretch_width")

@@ -47,7 +47,7 @@ class ComparePage(pn.viewable.Viewer):
         self.refresh()
 
     def refresh(self):
-        done = [r for r in self.store.runs() if r.state == "done"]
+        done = [r for r in self.store.runs() if r.state == "done" and r.task == "train"]
         names = {f"{r.config.get('name')} — {r.id}": r.id for r in reversed(done)}
         self.param.runs.objects = names
         keep = [r for r in self.runs if r in names.values()]

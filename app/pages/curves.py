@@ -115,7 +115,7 @@ class LearningCurvesPage(pn.viewable.Viewer):
         self.refresh()
 
     def refresh(self):
-        done = [r for r in self.store.runs() if r.state == "done"]
+        done = [r for r in self.store.runs() if r.state == "done" and r.task == "train"]
         opts = {f"{r.config.get('name')} — {r.id}": r.id for r in reversed(done)}
         self.param.run.objects = opts
         if self.run not in opts.values():

@@ -8,6 +8,7 @@ UI only: a launch is :meth:`labelcore.runs.JobQueue.submit` of a run config, the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import panel as pn
 import param
@@ -70,10 +71,14 @@ class TrainPage(pn.viewable.Viewer):
     run_name = param.String(default="", doc="name shown in the run lists (default: method on data)")
 
     def __init__(self, store: RunStore | None = None, queue: JobQueue | None = None, training_sets_root=None,
-                 **params):
+                 survey_dir=None, **params):
         super().__init__(**params)
         self.store = store or RunStore()
         self.training_sets_root = training_sets_root
+        self.survey_dir = None if survey_dir is None else Path(survey_dir)
+        self._predict = pn.widgets.Button(label="Label the survey with the selected run", color="primary",
+                                          width=300, sizing_mode="fixed")
+        self._predict.on_click(lambda e: self.predict_selected())
         self._saved_sets = pn.widgets.Select(label="Saved training sets", options=[])
         self._saved_sets.param.watch(lambda e: setattr(self, "training_set", e.new or self.training_set), "value")
         self.queue = queue or JobQueue(self.store)
@@ -199,6 +204,42 @@ class TrainPage(pn.viewable.Viewer):
         if opts != self._saved_sets.options:
             self._saved_sets.options = opts
 
+    def prediction_config(self, run) -> dict:
+        """The config of a prediction run: ``run``'s model applied to every spectrum of the
+        survey file it was trained from (same set-up), joined with the survey catalogue."""
+        if run.task != "train" or run.state != "done":
+            raise LabelcoreError(f"run {run.id} is not a finished training run")
+        data = run.config["data"]
+        if data["kind"] == "training_set":
+            info = json.loads((Path(data["path"]) / "training_set.json").read_text())
+            survey, setup = Path(info["survey"]), info["setup"]
+        else:
+            if self.survey_dir is None:
+                raise LabelcoreError("no survey folder was given to this page")
+            survey, setup = self.survey_dir, data["setup"]
+        spectra = survey / f"spectra_{setup}.h5"
+        if not spectra.exists():
+            raise LabelcoreError(f"the survey {survey} has no {setup} spectra to label")
+        cfg = {"task": "predict", "model_run": str(run.path), "spectra": str(spectra)}
+        if (survey / "catalogue.parquet").exists():
+            cfg["join"] = str(survey / "catalogue.parquet")
+        return cfg
+
+    def predict_selected(self):
+        """Queue a prediction run of the selected training run over its survey's spectra."""
+        ids = self.selected_ids()
+        if len(ids) != 1:
+            self._say("Select one finished training run to label the survey with it.", "warning")
+            return None
+        try:
+            run = self.queue.submit(self.prediction_config(self.store.get(ids[0])))
+        except LabelcoreError as exc:
+            self._say(f"Not launched: {exc}", "danger")
+            return None
+        self._say(f"Queued **{run.config['name']}**: its catalogue appears on the Catalogue tab when done.")
+        self.refresh()
+        return run
+
     def refresh(self):
         """Advance the queue and update the table (the periodic callback)."""
         self.queue.poll()
@@ -257,7 +298,7 @@ class TrainPage(pn.viewable.Viewer):
         self.start()
         return pn.Row(self.controls(),
                       pn.Column(self._message, self._param_box, pn.layout.Divider(),
-                                pn.pane.Markdown("### Runs"), self._table, pn.Row(self._cancel),
+                                pn.pane.Markdown("### Runs"), self._table, pn.Row(self._cancel, self._predict),
                                 pn.pane.Markdown("**Log** of the selected run"), self._log,
                                 sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")

@@ -181,3 +181,60 @@ def test_training_set_page_builds_counts_plots_and_saves(small_survey, tmp_path)
     assert page.build() is None and "line 1 is not JSON" in page._message.object and page._save.disabled
     page.cuts_text = '{"column": "teff", "op": "<", "value": 100}'
     assert page.build() is None and "no star passes the cuts" in page._message.object
+
+
+def test_label_the_survey_from_the_train_tab_and_show_it_on_the_catalogue_tab(finished_runs, small_survey,
+                                                                              tmp_path):
+    import shutil
+
+    from app.pages.catalogue import CataloguePage, CatalogueTab
+    from labelcore.data.io import read_table
+
+    store = RunStore(tmp_path / "runs")
+    src = finished_runs["SLAM"]
+    shutil.copytree(src.path, store.root / src.id)
+    q = JobQueue(store)
+    page = TrainPage(store, q, survey_dir=small_survey)
+    page.refresh()
+    assert page.predict_selected() is None and "Select one" in page._message.object
+    page._table.selection = [0]
+    cfg = page.prediction_config(store.get(src.id))
+    assert cfg["spectra"] == str(small_survey / "spectra_rave.h5")
+    run = page.predict_selected()
+    assert run is not None and run.task == "predict"
+    q.wait([run], timeout=300)
+    assert run.state == "done", run.status()
+    survey = read_table(small_survey / "catalogue.parquet")
+    for c in ("phase", "component"):
+        survey[c] = survey[c].astype("category")
+    tab = CatalogueTab(survey, store)
+    assert list(tab.param.source.objects.values()) == ["survey", run.id]
+    shown = tab.page_for(run.id)
+    # SLAM was trained on teff, logg, m_h: no alpha_m, so the planes cannot be drawn: said so
+    assert isinstance(shown, pn.pane.Alert) and "alpha_m" in shown.object
+    assert isinstance(tab.page_for("survey"), CataloguePage)
+    tab.source = run.id
+    assert isinstance(tab._holder[0], pn.pane.Alert) and tab._holder[0].object == shown.object
+
+
+def test_catalogue_tab_shows_predicted_labels(small_survey, tmp_path):
+    from app.pages.catalogue import CataloguePage, CatalogueTab
+    from labelcore.data.io import read_table
+    from labelcore.runs import execute
+
+    store = RunStore(tmp_path)
+    tr = execute(store.create({"method": "Lux", "params": {"n_latent": 10, "omega": 1.0},
+                               "data": {"kind": "synthetic", "setup": "rave", "n_train": 300, "n_test": 50,
+                                        "labels": ["teff", "logg", "m_h", "alpha_m"]}}))
+    pr = execute(store.create({"task": "predict", "model_run": str(tr.path),
+                               "spectra": str(small_survey / "spectra_rave.h5"),
+                               "join": str(small_survey / "catalogue.parquet")}))
+    assert pr.state == "done", pr.status()
+    tab = CatalogueTab(read_table(small_survey / "catalogue.parquet").astype(
+        {"phase": "category", "component": "category"}), store)
+    page = tab.page_for(pr.id)
+    assert isinstance(page, CataloguePage)
+    cat = pr.catalogue()
+    np.testing.assert_allclose(page.table["teff"], cat["teff"])            # predictions, not the truth
+    assert "alpha_m_ref" in page.param.color_by.objects                     # the reference, to colour by
+    assert len(page.filtered()) == len(cat)
