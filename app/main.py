@@ -15,6 +15,7 @@ import os
 import panel as pn
 
 from app.pages.catalogue import CatalogueTab
+from app import figures
 from app.pages.compare import ComparePage
 from app.pages.curves import LearningCurvesPage
 from app.pages.train import TrainPage
@@ -22,6 +23,7 @@ from app.pages.training_set import TrainingSetPage
 from app.store import job_queue, load_catalogue, run_store, survey_path, training_sets_root
 
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
+figures.install()
 
 store = run_store(os.environ.get("LABELCORE_RUNS"))
 catalogue = CatalogueTab(load_catalogue(os.environ.get("LABELCORE_SURVEY")), store,
@@ -58,4 +60,5 @@ def _on_tab(event):
 
 
 tabs.param.watch(_on_tab, "active")
-pn.template.FastListTemplate(title="labelcore", main=[tabs], accent="#2f5f8a").servable(title="labelcore")
+pn.template.FastListTemplate(title="labelcore", main=[tabs], header=[figures.header_links()],
+                             accent="#2f5f8a").servable(title="labelcore")

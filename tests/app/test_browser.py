@@ -156,3 +156,19 @@ def test_run_tabs_render_in_chromium(server, finished_runs):
         page.wait_for_selector("text=Scatter and bias", timeout=60_000)
         assert _wait_for_canvases(page, n0 + 2) >= n0 + 2   # one-to-one and residual plots
         browser.close()
+
+
+def test_svg_figures_on_request(server):
+    """``?figures=svg`` draws every plot as SVG (the save tool then writes SVG files)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = _open_app(p, server + "?figures=svg", height=1200)
+        page.get_by_text("Learning curves", exact=True).first.click()
+        page.wait_for_selector("text=Held-out bias and scatter", timeout=60_000)
+        deadline = time.time() + 60
+        while page.locator("svg").count() < 4 and time.time() < deadline:
+            time.sleep(1)
+        assert page.locator("svg").count() >= 4
+        assert page.locator("canvas").count() == 0
+        browser.close()

@@ -1,0 +1,46 @@
+"""Figure export: SVG output when asked for (the save tool then writes SVG), canvas (PNG)
+otherwise, for every kind of plot the pages draw."""
+
+import numpy as np
+import pytest
+
+hv = pytest.importorskip("holoviews")
+
+from app import figures  # noqa: E402
+
+
+@pytest.fixture()
+def svg_switch():
+    figures.install()
+    yield figures.use_svg
+    figures.use_svg(False)
+
+
+def test_svg_output_backend_follows_the_switch(svg_switch, finished_runs):
+    from app.pages.curves import lux_plots, slam_plots
+
+    x = np.linspace(0, 1, 50)
+    plots = [hv.Curve((x, x**2)), hv.Scatter((x, x)) * hv.HLine(0.5),
+             *slam_plots(finished_runs["SLAM"].curves()), *lux_plots(finished_runs["Lux"].curves())]
+    for p in plots:
+        assert hv.render(p, backend="bokeh").output_backend in ("canvas", "webgl")   # PNG from the save tool
+    svg_switch(True)
+    assert figures.svg_requested()
+    for p in plots:
+        assert hv.render(p, backend="bokeh").output_backend == "svg"
+    svg_switch(False)
+    assert hv.render(plots[0], backend="bokeh").output_backend != "svg"
+
+
+def test_datashaded_catalogue_plots_export_too(svg_switch, small_survey):
+    from app.pages.catalogue import CataloguePage
+    from labelcore.data.io import read_table
+
+    t = read_table(small_survey / "catalogue.parquet").astype({"phase": "category", "component": "category"})
+    page = CataloguePage(t)
+    svg_switch(True)
+    layout = page.plots().object
+    fig = hv.render(layout, backend="bokeh")
+    backends = {c.output_backend for row in fig.children for c in (row if isinstance(row, tuple) else [row])
+                if hasattr(c, "output_backend")}
+    assert backends == {"svg"}
