@@ -14,8 +14,8 @@ import os
 
 import panel as pn
 
-from app.pages.catalogue import CatalogueTab
 from app import figures
+from app.pages.catalogue import CatalogueTab
 from app.pages.compare import ComparePage
 from app.pages.curves import LearningCurvesPage
 from app.pages.train import TrainPage
