@@ -85,7 +85,9 @@ def main():
         res = {}
         for kind, out in (("memory", d / "y.npy"), ("chunked", d / "cat.parquet")):
             r = subprocess.run([sys.executable, __file__, "--child", kind, str(d / "model"), str(d / "spectra.h5"),
-                                str(out), str(a.chunk_rows)], capture_output=True, text=True, check=True)
+                                str(out), str(a.chunk_rows)], capture_output=True, text=True)
+            if r.returncode:
+                sys.exit(f"{kind} measurement failed:\n{r.stderr[-3000:]}")
             dt, n, mem = r.stdout.strip().splitlines()[-1].split()
             res[kind] = (float(dt), int(n), float(mem))
         y_mem = np.load(d / "y.npy")

@@ -207,8 +207,9 @@ def read_spectra(path, rows=None) -> Spectra:
         err = f["flux_err"][sel].astype(np.float64)
         mask = f["mask"][sel].astype(bool)
         ids = f["ids"].asstr()[sel]
+        # index given so a file written without metadata reads as N rows of no columns
         meta = pd.DataFrame({c: (f["meta"][c].asstr()[sel] if f["meta"][c].dtype.kind == "O"
-                                 else f["meta"][c][sel]) for c in f["meta"]})
+                                 else f["meta"][c][sel]) for c in f["meta"]}, index=pd.RangeIndex(flux.shape[0]))
         name = str(f.attrs.get("name", ""))
         wave = f["wave"][:]
     if np.isinf(err).all():
@@ -342,7 +343,7 @@ def read_spectra_meta(path) -> pd.DataFrame:
     """Per-spectrum metadata and ids of a spectra file, without the flux arrays."""
     with _open_spectra_file(path) as f:
         meta = pd.DataFrame({c: (f["meta"][c].asstr()[:] if f["meta"][c].dtype.kind == "O"
-                                 else f["meta"][c][:]) for c in f["meta"]})
+                                 else f["meta"][c][:]) for c in f["meta"]}, index=pd.RangeIndex(f["flux"].shape[0]))
         meta.insert(0, "obs_id", f["ids"].asstr()[:])
     meta["row"] = np.arange(len(meta))
     return meta

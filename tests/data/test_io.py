@@ -107,3 +107,17 @@ def test_corrupt_files_raise_format_errors(tmp_path):
         read_table(badp)
     with pytest.raises(FileNotFoundError):
         read_spectra(tmp_path / "missing.h5")
+
+
+def test_spectra_written_without_metadata_read_back(tmp_path, rng):
+    """A file appended without per-spectrum metadata (what a user's own writer may do)
+    reads as N spectra with an empty metadata table, whole or by rows."""
+    s = _spectra(rng, n=12)
+    with SpectraWriter(tmp_path / "nometa.h5", s.wave) as w:
+        w.append(s.flux, s.flux_err, s.mask, s.ids)
+    back = read_spectra(tmp_path / "nometa.h5")
+    assert back.n_spectra == 12 and back.meta.shape == (12, 0)
+    np.testing.assert_allclose(back.flux, s.flux.astype(np.float32))
+    assert read_spectra(tmp_path / "nometa.h5", slice(3, 7)).n_spectra == 4
+    m = read_spectra_meta(tmp_path / "nometa.h5")
+    assert m["obs_id"].tolist() == list(s.ids) and m["row"].tolist() == list(range(12))
