@@ -21,6 +21,15 @@ hv.extension("bokeh", logo=False)
 LABEL_TITLES = {"teff": "Teff [K]", "logg": "log g [dex]", "m_h": "[M/H] [dex]",
                 "alpha_m": "[α/M] [dex]", "fe_h": "[Fe/H] [dex]"}
 CMAPS = ["viridis", "inferno", "fire", "coolwarm", "kbc", "Spectral_r"]
+#: how the [alpha/M]-[M/H] plane is split into panels: (title, column, lo, hi) per panel
+SPLITS = {
+    "none": [],
+    "giants / dwarfs": [("giants, log g < 3.5", "logg", -np.inf, 3.5), ("dwarfs, log g ≥ 3.5", "logg", 3.5, np.inf)],
+    "Teff bins": [("Teff < 4500 K", "teff", -np.inf, 4500.0), ("4500 ≤ Teff < 5500 K", "teff", 4500.0, 5500.0),
+                  ("5500 ≤ Teff < 6500 K", "teff", 5500.0, 6500.0), ("Teff ≥ 6500 K", "teff", 6500.0, np.inf)],
+    "log g bins": [("log g < 1.5", "logg", -np.inf, 1.5), ("1.5 ≤ log g < 2.5", "logg", 1.5, 2.5),
+                   ("2.5 ≤ log g < 3.5", "logg", 2.5, 3.5), ("log g ≥ 3.5", "logg", 3.5, np.inf)],
+}
 
 
 class CataloguePage(pn.viewable.Viewer):
@@ -36,6 +45,7 @@ class CataloguePage(pn.viewable.Viewer):
     components = param.ListSelector(default=[], objects=[])
     phases = param.ListSelector(default=[], objects=[])
     min_snr = param.Number(default=0.0, bounds=(0, 500), doc="Minimum S/N (APOGEE-like)")
+    split = param.Selector(default="none", objects=list(SPLITS), doc="[α/M]-[M/H] panels per Teff / log g bin")
 
     def __init__(self, table: pd.DataFrame, title: str = "Catalogue", **params):
         need = ["teff", "logg", "m_h", "alpha_m"]
@@ -95,16 +105,27 @@ class CataloguePage(pn.viewable.Viewer):
                     bgcolor="white", default_tools=["pan", "wheel_zoom", "reset", "save"])
         return dynspread(r, threshold=0.6, max_px=2).opts(**opts)
 
-    @param.depends("color_by", "cmap", "components", "phases", "min_snr")
+    def panels(self, df) -> list[tuple[str, pd.DataFrame]]:
+        """The [alpha/M]-[M/H] panels of the current split: (title, stars) each."""
+        if self.split == "none":
+            return [("[α/M] vs [M/H]", df)]
+        out = []
+        for title, col, lo, hi in SPLITS[self.split]:
+            x = df[col].to_numpy(float)
+            out.append((f"[α/M] vs [M/H], {title}", df[(x >= lo) & (x < hi)]))
+        return out
+
+    @param.depends("color_by", "cmap", "components", "phases", "min_snr", "split")
     def plots(self):
         df = self.filtered()
         if df.empty:
             return pn.pane.Alert("No star passes the current filters.", alert_type="warning")
         kiel = self._plane(df, "teff", "logg", (3300, 7000), (-0.3, 5.3), True).opts(
             title="Kiel diagram")
-        chem = self._plane(df, "m_h", "alpha_m", (-2.6, 0.8), (-0.2, 0.5), False).opts(
-            title="[α/M] vs [M/H]")
-        return pn.pane.HoloViews(self.selection(kiel + chem).cols(2), sizing_mode="stretch_width")
+        chem = [self._plane(sub, "m_h", "alpha_m", (-2.6, 0.8), (-0.2, 0.5), False).opts(
+                    title=f"{title} ({len(sub):,})")
+                for title, sub in self.panels(df) if len(sub)]
+        return pn.pane.HoloViews(self.selection(hv.Layout([kiel, *chem])).cols(2), sizing_mode="stretch_width")
 
     @param.depends("components", "phases", "min_snr")
     def _counts(self):
@@ -150,6 +171,7 @@ class CataloguePage(pn.viewable.Viewer):
                                                    color="primary"),
             pn.widgets.MultiChoice.from_param(self.param.phases, name="Phase"),
             pn.widgets.FloatSlider.from_param(self.param.min_snr, name="Min S/N (APOGEE)"),
+            pn.widgets.Select.from_param(self.param.split, label="[α/M]–[M/H] panels"),
             self._counts,
             pn.Row(self._download_fmt, self._download),
             width=300,

@@ -5,7 +5,7 @@ import pytest
 
 pn = pytest.importorskip("panel")
 
-from app.pages.catalogue import CataloguePage  # noqa: E402
+from app.pages.catalogue import SPLITS, CataloguePage  # noqa: E402
 from app.store import load_catalogue  # noqa: E402
 
 
@@ -70,3 +70,20 @@ def test_missing_columns_named():
 def test_template_is_servable(page):
     tpl = page.template()
     assert isinstance(tpl, pn.template.FastListTemplate)
+
+
+def test_alpha_panels_in_teff_and_logg_bins(page):
+    df = page.filtered()
+    page.split = "giants / dwarfs"
+    (t1, giants), (t2, dwarfs) = page.panels(df)
+    assert len(giants) + len(dwarfs) == len(df)
+    assert (giants["logg"] < 3.5).all() and (dwarfs["logg"] >= 3.5).all() and "giants" in t1
+    layout = page.plots().object
+    assert len(layout) == 3                       # Kiel diagram + two [alpha/M]-[M/H] panels
+    page.split = "Teff bins"
+    parts = page.panels(df)
+    assert sum(len(p) for _, p in parts) == len(df[np.isfinite(df["teff"])])
+    assert all(p["teff"].between(lo, hi, inclusive="left").all()
+               for (_, p), (_, _, lo, hi) in zip(parts, SPLITS["Teff bins"], strict=True))
+    page.split = "none"
+    assert len(page.plots().object) == 2
