@@ -24,6 +24,12 @@ def run_store(root: str | None = None):
     return RunStore(root)
 
 
+def run_choices(store, task: str = "train") -> dict[str, str]:
+    """{"name — id": id} of the store's finished runs of ``task``, newest first (what the
+    pages' run selectors offer)."""
+    return {f"{r.config.get('name')} — {r.id}": r.id for r in reversed(store.finished(task))}
+
+
 def job_queue(store=None):
     """One job queue per store and server process, shared by every browser session (so two
     sessions never start the same queued run twice)."""

@@ -328,6 +328,10 @@ class RunStore:
         return [Run(p) for p in sorted(self.root.iterdir())
                 if p.is_dir() and not p.name.startswith(".") and (p / "config.json").exists()]
 
+    def finished(self, task: str = "train") -> list[Run]:
+        """The runs of ``task`` that ended ``done``, oldest first."""
+        return [r for r in self.runs() if r.task == task and r.state == "done"]
+
     def get(self, run_id: str) -> Run:
         p = self.root / run_id
         if not (p / "config.json").exists():

@@ -212,11 +212,11 @@ class CatalogueTab(pn.viewable.Viewer):
 
     def refresh(self):
         """List the finished prediction runs of the store."""
+        from app.store import run_choices
+
         opts = {f"{self.title}": "survey"}
         if self.store is not None:
-            for r in reversed(self.store.runs()):
-                if r.task == "predict" and r.state == "done":
-                    opts[f"Labels: {r.config.get('name')} — {r.id}"] = r.id
+            opts.update({f"Labels: {k}": v for k, v in run_choices(self.store, "predict").items()})
         self.param.source.objects = opts
 
     def page_for(self, source):

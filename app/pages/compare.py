@@ -17,8 +17,9 @@ import pandas as pd
 import panel as pn
 import param
 
+from app.pages.runlist import RunListViewer
+from app.store import run_choices
 from labelcore.evaluate import bias_scatter, snr_bin_labels
-from labelcore.runs import RunStore
 
 hv.extension("bokeh", logo=False)
 
@@ -33,22 +34,15 @@ def _data_key(run) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-class ComparePage(pn.viewable.Viewer):
+class ComparePage(RunListViewer):
     """One-to-one plots and bias/scatter tables of finished runs of a :class:`RunStore`."""
 
     runs = param.ListSelector(default=[], objects=[], doc="Finished runs to compare")
     label = param.Selector(default=None, objects=[])
 
-    def __init__(self, store: RunStore | None = None, **params):
-        super().__init__(**params)
-        self.store = store or RunStore()
-        self._refresh_btn = pn.widgets.Button(label="Refresh list", color="light")
-        self._refresh_btn.on_click(lambda e: self.refresh())
-        self.refresh()
-
     def refresh(self):
-        done = [r for r in self.store.runs() if r.state == "done" and r.task == "train"]
-        names = {f"{r.config.get('name')} — {r.id}": r.id for r in reversed(done)}
+        done = self.store.finished()
+        names = run_choices(self.store)
         self.param.runs.objects = names
         keep = [r for r in self.runs if r in names.values()]
         if not keep and done:

@@ -18,8 +18,9 @@ import pandas as pd
 import panel as pn
 import param
 
+from app.pages.runlist import RunListViewer
+from app.store import run_choices
 from labelcore.evaluate import snr_bin_labels
-from labelcore.runs import RunStore
 
 hv.extension("bokeh", logo=False)
 
@@ -102,21 +103,13 @@ def lux_plots(c: dict) -> list:
 PLOTTERS = {"CNN": cnn_plots, "SLAM": slam_plots, "Lux": lux_plots}
 
 
-class LearningCurvesPage(pn.viewable.Viewer):
+class LearningCurvesPage(RunListViewer):
     """Learning curves and held-out metrics of the finished runs of a :class:`RunStore`."""
 
     run = param.Selector(default=None, objects=[], doc="A finished run")
 
-    def __init__(self, store: RunStore | None = None, **params):
-        super().__init__(**params)
-        self.store = store or RunStore()
-        self._refresh_btn = pn.widgets.Button(label="Refresh list", color="light")
-        self._refresh_btn.on_click(lambda e: self.refresh())
-        self.refresh()
-
     def refresh(self):
-        done = [r for r in self.store.runs() if r.state == "done" and r.task == "train"]
-        opts = {f"{r.config.get('name')} — {r.id}": r.id for r in reversed(done)}
+        opts = run_choices(self.store)
         self.param.run.objects = opts
         if self.run not in opts.values():
             self.run = next(iter(opts.values()), None)

@@ -172,12 +172,16 @@ class TrainPage(pn.viewable.Viewer):
     def launch(self):
         """Queue a run of the current settings; returns it (None if the settings are wrong,
         with the reason shown)."""
+        return self._submit(self.config, "Queued run **{name}** ({id}).")
+
+    def _submit(self, make_config, done_text):
+        """Queue the run ``make_config()`` describes; say so (or why not) on the page."""
         try:
-            run = self.queue.submit(self.config())
+            run = self.queue.submit(make_config())
         except LabelcoreError as exc:
             self._say(f"Not launched: {exc}", "danger")
             return None
-        self._say(f"Queued run **{run.config['name']}** ({run.id}).")
+        self._say(done_text.format(name=run.config["name"], id=run.id))
         self.refresh()
         return run
 
@@ -231,14 +235,8 @@ class TrainPage(pn.viewable.Viewer):
         if len(ids) != 1:
             self._say("Select one finished training run to label the survey with it.", "warning")
             return None
-        try:
-            run = self.queue.submit(self.prediction_config(self.store.get(ids[0])))
-        except LabelcoreError as exc:
-            self._say(f"Not launched: {exc}", "danger")
-            return None
-        self._say(f"Queued **{run.config['name']}**: its catalogue appears on the Catalogue tab when done.")
-        self.refresh()
-        return run
+        return self._submit(lambda: self.prediction_config(self.store.get(ids[0])),
+                            "Queued **{name}**: its catalogue appears on the Catalogue tab when done.")
 
     def refresh(self):
         """Advance the queue and update the table (the periodic callback)."""
