@@ -242,10 +242,11 @@ class TrainPage(pn.viewable.Viewer):
         """Advance the queue and update the table (the periodic callback)."""
         self.queue.poll()
         self._list_saved_sets()
-        sel = self.selected_ids()
         df = self.store.table()
-        self._table.value = df
-        self._table.selection = [i for i, r in enumerate(df["id"]) if r in sel]
+        if not df.equals(self._table.value):   # redraw only what changed (no flicker, selection kept)
+            sel = self.selected_ids()
+            self._table.value = df
+            self._table.selection = [i for i, r in enumerate(df["id"]) if r in sel]
         self._show_log()
 
     def _show_log(self):
