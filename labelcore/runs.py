@@ -7,6 +7,7 @@ A *run* is a folder under a store root (default ``<data dir>/runs``)::
     log.txt              one line per progress message
     model/               the fitted model in its safe format (``Method.load(run / "model")``)
     curves/<name>.parquet learning-curve tables (:func:`labelcore.evaluate.learning_curves`)
+    curves_live/          while a CNN trains: its curves so far (removed when it ends)
     predictions.parquet  the held-out stars: truth, prediction, 1-sigma error, flags, S/N
     metrics.json         bias/scatter per label, overall and per S/N bin; timings
     catalogue.parquet    (prediction runs) labels of every spectrum of a survey file
@@ -67,6 +68,8 @@ from labelcore.errors import LabelcoreError, ValidationError
 METHODS = ("CNN", "SLAM", "Lux")
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
+#: seconds between writes of a training's curves so far (``curves_live/``, CNN)
+LIVE_CURVES_INTERVAL = 5.0
 
 
 class RunError(LabelcoreError):
@@ -289,6 +292,16 @@ class Run:
     def task(self) -> str:
         return self.config.get("task", "train")
 
+    def live_curves(self) -> pd.DataFrame | None:
+        """A training CNN's curves so far (member, epoch, losses, training), or None."""
+        from labelcore.data.io import read_table
+
+        p = self.path / "curves_live" / "epochs.parquet"
+        try:
+            return read_table(p) if p.exists() else None
+        except (OSError, LabelcoreError):
+            return None
+
     def curves(self) -> dict[str, pd.DataFrame]:
         from labelcore.data.io import read_table
 
@@ -420,7 +433,8 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
     run._set_status(state="running", started=_now(), pid=os.getpid(), host=os.uname().nodename,
                     fraction=0.0, message="loading data")
     run.log("started")
-    last = [0.0]
+    last = [0.0, 0.0]
+    live = {}     # the model in training, for its curves so far (CNN)
 
     def progress(frac, msg):
         if run.cancel_requested:
@@ -430,6 +444,14 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
             last[0] = now
             run._set_status(fraction=0.05 + 0.85 * float(frac), message=msg)
             run.log(msg)
+        model = live.get("model")
+        if model is not None and hasattr(model, "curves_so_far") and now - last[1] >= LIVE_CURVES_INTERVAL:
+            last[1] = now
+            df = model.curves_so_far()
+            if df is not None:
+                (run.path / "curves_live").mkdir(exist_ok=True)
+                with atomic_path(run.path / "curves_live" / "epochs.parquet", ".parquet") as tmp:
+                    df.to_parquet(tmp, index=False)
 
     try:
         cfg = run.config
@@ -442,6 +464,7 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
         phot = bool(cfg["data"].get("photometry"))
         progress(0.0, f"data: {len(tr['flux'])} training, {len(te['flux'])} held-out spectra")
         model = method_class(cfg["method"])(**cfg["params"])
+        live["model"] = model
         model.fit(tr["flux"], tr["labels"], flux_err=tr["flux_err"], label_err=tr["label_err"],
                   photometry=tr["photometry"] if phot else None, label_names=names, wave=data["wave"],
                   progress=progress)
@@ -463,6 +486,7 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
         with atomic_dir(run.path / "curves") as tmp:
             for k, df in learning_curves(model).items():
                 df.to_parquet(tmp / f"{k}.parquet", index=False)
+        shutil.rmtree(run.path / "curves_live", ignore_errors=True)
         snr = te["snr"] if np.isfinite(te["snr"]).any() else None
         bs = bias_scatter(y, te["truth"], names, snr=snr)
         metrics = {"method": cfg["method"], "n_train": int(len(tr["flux"])), "n_test": int(len(te["flux"])),
@@ -476,10 +500,12 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
                         message=f"done in {metrics['seconds']:.1f} s")
         run.log("done")
     except RunCancelled:
+        shutil.rmtree(run.path / "curves_live", ignore_errors=True)
         run._set_status(state="cancelled", finished=_now(), seconds=time.perf_counter() - t0,
                         message="cancelled")
         run.log("cancelled")
     except Exception as exc:  # the run records every failure; the caller reads the status
+        shutil.rmtree(run.path / "curves_live", ignore_errors=True)
         run._set_status(state="failed", finished=_now(), seconds=time.perf_counter() - t0,
                         error=f"{type(exc).__name__}: {exc}")
         run.log("failed:\n" + traceback.format_exc())

@@ -208,3 +208,55 @@ def test_prediction_run_labels_a_survey_file_and_joins_the_catalogue(finished_ru
         store.create({"task": "predict", "model_run": str(src.path), "spectra": str(tmp_path / "x.h5")})
     with pytest.raises(ValidationError, match="'task'"):
         validate_config({"task": "evaluate", "method": "Lux", "data": synth()})
+
+
+def test_cnn_curves_so_far_grow_during_fit():
+    from labelcore.data.synth.datasets import labelled_set
+    from labelcore.methods import CNN
+
+    d = labelled_set("rave", 240, seed=8, label_names=LABELS, snr=(50, 200))
+    cnn = CNN(n_members=4, members_per_model=2, max_epochs=4, batch_size=32)
+    assert cnn.curves_so_far() is None
+    seen = []
+
+    def progress(frac, msg):
+        df = cnn.curves_so_far()
+        seen.append(0 if df is None else len(df))
+
+    cnn.fit(d.flux, d.labels, label_names=LABELS, progress=progress)
+    assert seen == sorted(seen) and seen[-1] > seen[0]            # epochs appear as they are trained
+    final = cnn.curves_so_far()
+    assert not final["training"].any() and sorted(final["member"].unique()) == [0, 1, 2, 3]
+    for m, g in final.groupby("member"):
+        np.testing.assert_allclose(g["test_loss"], cnn.learning_curves_["test_loss"][m][: len(g)])
+
+
+def test_live_curves_of_a_training_cnn_run(tmp_path, monkeypatch):
+    import labelcore.runs as runs
+
+    store = RunStore(tmp_path)
+    q = JobQueue(store, grace=20)
+    run = q.submit({"method": "CNN", "params": {"n_members": 3, "max_epochs": 300, "patience": 300, "batch_size": 32},
+                    "data": synth(400, 40)})
+    t0 = time.monotonic()
+    live = None
+    while time.monotonic() - t0 < 180:
+        q.poll()
+        live = run.live_curves()
+        if live is not None and live["epoch"].max() >= 2:
+            break
+        time.sleep(0.5)
+    assert live is not None and set(live["member"]) == {0, 1, 2} and live["training"].all()
+    assert run.state == "running"
+    from app.pages.curves import LearningCurvesPage
+
+    page = LearningCurvesPage(store)
+    assert page.run == run.id and "(training)" in next(iter(page.param.run.names))
+    view = page.view()
+    assert "is training" in view[0].object
+    run.cancel()
+    q.wait([run], timeout=120)
+    assert run.state == "cancelled" and not (run.path / "curves_live").exists()
+    page._poll_live()                      # the page notices the end and lists finished runs only
+    assert page.param.run.names == {} and page.run is None
+    assert runs.LIVE_CURVES_INTERVAL <= 5

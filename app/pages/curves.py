@@ -103,13 +103,32 @@ def lux_plots(c: dict) -> list:
 PLOTTERS = {"CNN": cnn_plots, "SLAM": slam_plots, "Lux": lux_plots}
 
 
+def live_cnn_plot(ep: pd.DataFrame):
+    """Test loss per member so far of a CNN in training (members still training blue,
+    stopped grey)."""
+    curves = []
+    for _m, g in ep.groupby("member"):
+        on = bool(g["training"].iloc[-1])
+        curves.append(hv.Curve((g["epoch"], g["test_loss"]), "epoch", "test loss").opts(
+            color=KEPT if on else "#999999", alpha=0.8, line_width=1))
+    last = ep.groupby("member").last()
+    return hv.Overlay(curves).opts(
+        title=f"Test loss per member so far: {int(last.training.sum())} training (blue), "
+              f"{int((~last.training).sum())} stopped (grey); epoch {int(ep.epoch.max())}",
+        logy=True, responsive=True, height=320, show_grid=True, default_tools=TOOLS)
+
+
 class LearningCurvesPage(RunListViewer):
-    """Learning curves and held-out metrics of the finished runs of a :class:`RunStore`."""
+    """Learning curves and held-out metrics of the finished runs of a :class:`RunStore`,
+    and the curves so far of a CNN still training (redrawn every few seconds)."""
 
     run = param.Selector(default=None, objects=[], doc="A finished run")
+    _tick = param.Integer(default=0, precedence=-1)
 
     def refresh(self):
-        opts = run_choices(self.store)
+        opts = {f"(training) {r.config.get('name')} — {r.id}": r.id for r in reversed(self.store.runs())
+                if r.task == "train" and r.state == "running" and r.config["method"] == "CNN"}
+        opts.update(run_choices(self.store))
         self.param.run.objects = opts
         if self.run not in opts.values():
             self.run = next(iter(opts.values()), None)
@@ -119,11 +138,32 @@ class LearningCurvesPage(RunListViewer):
         r = self.store.get(run_id)
         return PLOTTERS[r.config["method"]](r.curves())
 
-    @param.depends("run")
+    def _poll_live(self):
+        """Periodic callback: redraw while the selected run trains; list it as finished when done."""
+        if self.run is None:
+            return
+        state = self.store.get(self.run).state
+        if state == "running":
+            self._tick += 1
+        elif any(k.startswith("(training)") and v == self.run for k, v in self.param.run.names.items()):
+            self.refresh()
+            self._tick += 1
+
+    @param.depends("run", "_tick")
     def view(self):
         if self.run is None:
             return pn.pane.Alert("No finished run yet: launch one on the Train tab.", alert_type="info")
         r = self.store.get(self.run)
+        if r.state != "done":
+            ep = r.live_curves()
+            st = r.status()
+            if ep is None:
+                return pn.pane.Alert(f"{r.config.get('name')}: {st.get('state')}, {st.get('message', '')}. "
+                                     "Curves appear after the first epochs.", alert_type="info")
+            return pn.Column(pn.pane.Markdown(f"**{r.config.get('name')}** is training ({st.get('message', '')}); "
+                                              "the plot follows it."),
+                             pn.pane.HoloViews(live_cnn_plot(ep), sizing_mode="stretch_width"),
+                             sizing_mode="stretch_width")
         m = r.metrics()
         head = pn.pane.Markdown(
             f"**{r.config.get('name')}** ({r.config['method']}), {m['n_train']} training and "
@@ -140,5 +180,7 @@ class LearningCurvesPage(RunListViewer):
         return pn.Column(pn.widgets.Select.from_param(self.param.run, label="Run"), self._refresh_btn, width=340)
 
     def __panel__(self):
+        if getattr(self, "_live_cb", None) is None:
+            self._live_cb = pn.state.add_periodic_callback(self._poll_live, period=5000)
         return pn.Row(self.controls(), pn.Column(self.view, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")

@@ -425,9 +425,36 @@ class CNN(LabelMethod):
         data = _make_dataset(X, p, Yn, W, train_idx, int(self.batch_size), int(self.random_state) + offset)
         cb = _EnsembleStopper(self, model, train_idx.shape[0], X, p, Yn, W, train_idx, test_idx, progress,
                               offset, E_total)
-        model.fit(data, epochs=int(self.max_epochs), callbacks=[cb], verbose=0)
+        self._training_block = cb       # read by curves_so_far() while it trains
+        try:
+            model.fit(data, epochs=int(self.max_epochs), callbacks=[cb], verbose=0)
+        finally:
+            self._training_block = None
         cb.finish()
         return model, cb
+
+    def curves_so_far(self):
+        """Per member and epoch, the learning curves of the members trained so far -- during
+        ``fit`` too (blocks already trained and the block in training; a progress callback
+        may call it): a DataFrame member, epoch, train_loss, test_loss, test_mae, training
+        (False once the member has stopped). None before any epoch. Blocks trained on dask
+        workers appear only when ``fit`` ends."""
+        import pandas as pd
+
+        cbs = [*getattr(self, "_stoppers", [])]
+        live = getattr(self, "_training_block", None)
+        if live is not None:
+            cbs.append(live)
+        rows = []
+        for cb in cbs:
+            for e in range(cb.E):
+                n = len(cb.curves["test_loss"][e])
+                if n == 0:
+                    continue
+                rows.append(pd.DataFrame({"member": cb.offset + e, "epoch": np.arange(1, n + 1),
+                                          **{k: cb.curves[k][e] for k in ("train_loss", "test_loss", "test_mae")},
+                                          "training": bool(cb.active[e]) and cb is live}))
+        return pd.concat(rows, ignore_index=True) if rows else None
 
     def _fit_block_portable(self, X, p, Yn, W, train_idx, test_idx, offset, E_total, dims):
         """:meth:`_fit_block` for a dask worker: returns plain arrays (the weights and the

@@ -71,7 +71,7 @@ def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
 def test_learning_curves_page_plots_the_runs_tables(finished_runs):
     store = finished_runs["store"]
     page = LearningCurvesPage(store)
-    assert set(page.param.run.objects.values()) == {finished_runs[m].id for m in ("CNN", "SLAM", "Lux")}
+    assert set(page.param.run.names.values()) == {finished_runs[m].id for m in ("CNN", "SLAM", "Lux")}
     # CNN: one curve per member; the histogram holds every member; the line is the cut
     cnn = finished_runs["CNN"]
     loss, hist = page.plots_for(cnn.id)
