@@ -32,13 +32,14 @@ def run_choices(store, task: str = "train") -> dict[str, str]:
 
 def job_queue(store=None):
     """One job queue per store and server process, shared by every browser session (so two
-    sessions never start the same queued run twice)."""
+    sessions never start the same queued run twice), polling in a background thread so
+    that queued runs start even when no browser has the Train tab open."""
     from labelcore.runs import JobQueue
 
     store = store or run_store()
     key = str(store.root.resolve())
     if key not in _QUEUES:
-        _QUEUES[key] = JobQueue(store)
+        _QUEUES[key] = JobQueue(store).start()
     return _QUEUES[key]
 
 

@@ -2,6 +2,8 @@
 what the user set: every plotted number is the core's, and bad settings are refused with
 the reason, launching nothing."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -238,3 +240,20 @@ def test_catalogue_tab_shows_predicted_labels(small_survey, tmp_path):
     np.testing.assert_allclose(page.table["teff"], cat["teff"])            # predictions, not the truth
     assert "alpha_m_ref" in page.param.color_by.objects                     # the reference, to colour by
     assert len(page.filtered()) == len(cat)
+
+
+def test_app_queue_is_shared_and_runs_without_a_browser(tmp_path):
+    from app.store import job_queue
+    from labelcore.runs import RunStore as _Store
+
+    store = _Store(tmp_path)
+    q = job_queue(store)
+    assert job_queue(_Store(tmp_path)) is q            # one per store and process
+    run = store.create({"method": "Lux", "params": {"n_latent": 6, "omega": 1.0},
+                        "data": {"kind": "synthetic", "setup": "rave", "n_train": 150, "n_test": 30,
+                                 "labels": ["teff", "logg"]}})
+    t0 = time.monotonic()
+    while run.state != "done" and time.monotonic() - t0 < 180:   # nobody polls: the thread does
+        time.sleep(0.5)
+    q.stop()
+    assert run.state == "done", run.status()
