@@ -149,6 +149,16 @@ def validate_config(config: dict) -> dict:
                 raise ValidationError(f"config data '{k}' must be a positive integer; got {v!r}")
         if data["setup"] not in ("rave", "lamost", "apogee"):
             raise ValidationError(f"config data 'setup' must be rave, lamost or apogee; got {data['setup']!r}")
+        labels = data.get("labels")
+        if labels is not None:
+            from labelcore.data.synth.population import LABEL_ERRORS
+
+            if not isinstance(labels, list) or not labels:
+                raise ValidationError("config data 'labels' must be a non-empty list of label names")
+            unknown = [n for n in labels if n not in LABEL_ERRORS]
+            if unknown:
+                raise ValidationError(f"config data 'labels' {unknown} are not labels of the synthetic survey; "
+                                      f"known: {sorted(LABEL_ERRORS)}")
     else:
         p = data.get("path")
         if not p or not (Path(p) / "training_set.json").exists():

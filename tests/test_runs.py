@@ -89,6 +89,8 @@ def test_bad_configs_are_refused_with_the_field_named(tmp_path):
         validate_config({"method": "XGBoost", "data": synth()})
     with pytest.raises(ValidationError, match="no hyper-parameter"):
         validate_config({"method": "SLAM", "params": {"n_fold": 3}, "data": synth()})
+    with pytest.raises(ValidationError, match=r"\['tef'\] are not labels"):
+        validate_config({"method": "Lux", "data": synth(labels=["tef", "logg"])})
     with pytest.raises(ValidationError, match="n_train"):
         validate_config({"method": "Lux", "data": synth(n_train=0)})
     with pytest.raises(ValidationError, match="not a saved training set"):
