@@ -2,8 +2,8 @@
 (or ``LABELCORE_SURVEY=/path/to/survey``).
 
 Tabs: Catalogue (the survey's catalogue, datashader), Spectra (observed vs SLAM/Lux
-model spectra, COD and derivative spectra), Training set (cross-match, paper cuts with
-counts, Kiel diagram, save), Train (launch, watch and cancel trainings),
+model spectra, COD and derivative spectra, for the demo models or a finished run),
+Training set (cross-match, paper cuts with counts, Kiel diagram, save), Train (launch, watch and cancel trainings),
 Learning curves (per run) and Compare (runs on the same held-out stars); the Catalogue tab
 also shows the label catalogues of prediction runs ("Label the survey" on the Train tab). Runs live in
 ``<data dir>/runs`` (``LABELCORE_RUNS`` to change). The Spectra tab is built when first opened:
@@ -30,13 +30,24 @@ catalogue = CatalogueTab(load_catalogue(os.environ.get("LABELCORE_SURVEY")), sto
                          title="Survey catalogue (synthetic default survey)")
 
 
-def spectra_tab():
+def demo_spectra():
     from app.pages.spectra import SpectraPage
     from app.store import load_spectra_demo
 
     show, models, cods = load_spectra_demo()
     return SpectraPage(show.wave, show.flux, show.flux_err, models, labels=show.truth, cods=cods,
                        title="Spectra (synthetic RAVE-like)")
+
+
+_spectra = {}   # this session's Spectra tab, once opened
+
+
+def spectra_tab():
+    from app.pages.spectra import SpectraTab
+
+    if "tab" not in _spectra:
+        _spectra["tab"] = SpectraTab(demo_spectra, store)
+    return _spectra["tab"]
 
 
 training_set = TrainingSetPage(survey_path(os.environ.get("LABELCORE_SURVEY")), training_sets_root())
@@ -55,6 +66,8 @@ tabs = pn.Tabs(("Catalogue", catalogue),
 def _on_tab(event):
     # runs finish while other tabs are shown: list them again when a results tab opens
     page = {0: catalogue, 3: train, 4: curves, 5: compare}.get(event.new)
+    if event.new == 1 and "tab" in _spectra:
+        _spectra["tab"].refresh()
     if page is not None:
         page.refresh()
 

@@ -200,3 +200,61 @@ class SpectraPage(pn.viewable.Viewer):
         return pn.Row(self.controls(),
                       pn.Column(self.spectrum_plot, self.dependence_plot, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
+
+
+#: held-out spectra shown for a run (the first ones of its held-out set)
+RUN_SPECTRA = 300
+
+
+def run_spectra_page(run, n_show: int = RUN_SPECTRA) -> SpectraPage:
+    """A :class:`SpectraPage` of a finished SLAM or Lux training run: its held-out spectra
+    (at most ``n_show``) against its model, with the held-out reference labels (the truth for
+    synthetic data). Lux runs bring their derivative spectra; SLAM runs have no CODs here
+    (they need one retraining per label, :meth:`SLAM.cods`)."""
+    from labelcore.runs import load_run_data
+
+    if run.config["method"] not in ("SLAM", "Lux"):
+        raise ValueError(f"run {run.id} is a {run.config['method']} run: only SLAM and Lux have model spectra")
+    data = load_run_data(run.config["data"])
+    te = data["test"]
+    k = slice(0, min(n_show, len(te["flux"])))
+    return SpectraPage(data["wave"], te["flux"][k], te["flux_err"][k], {run.config["method"]: run.model()},
+                       labels=te["truth"][k], title=f"Spectra of run {run.id}")
+
+
+class SpectraTab(pn.viewable.Viewer):
+    """The Spectra tab: the demo models (built on first use by ``demo``, a callable returning
+    a :class:`SpectraPage`), or a finished SLAM/Lux run of ``store`` on its held-out spectra."""
+
+    source = param.Selector(default="demo", objects=["demo"])
+
+    def __init__(self, demo, store=None, **params):
+        super().__init__(**params)
+        self.demo, self.store = demo, store
+        self._pages = {}
+        self._holder = pn.Column(sizing_mode="stretch_width")
+        self.refresh()
+        self._show()
+
+    def refresh(self):
+        from app.store import run_choices
+
+        opts = {"Demo: SLAM and Lux on synthetic RAVE-like spectra (with CODs)": "demo"}
+        if self.store is not None:
+            opts.update({k: v for k, v in run_choices(self.store).items()
+                         if self.store.get(v).config["method"] in ("SLAM", "Lux")})
+        self.param.source.objects = opts
+
+    def page_for(self, source):
+        if source not in self._pages:
+            self._pages[source] = self.demo() if source == "demo" else run_spectra_page(self.store.get(source))
+        return self._pages[source]
+
+    @param.depends("source", watch=True)
+    def _show(self):
+        self._holder[:] = [self.page_for(self.source)]
+
+    def __panel__(self):
+        return pn.Column(pn.widgets.Select.from_param(self.param.source, label="Models", width=560,
+                                                      sizing_mode="fixed"),
+                         self._holder, sizing_mode="stretch_width")

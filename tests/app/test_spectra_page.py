@@ -83,3 +83,33 @@ def test_bad_input_is_refused(setup):
         SpectraPage(te.wave, te.flux, te.flux_err, {"CNN": LabelsOnly()})
     with pytest.raises(ValueError, match="reference labels"):
         SpectraPage(te.wave, te.flux, te.flux_err, {"SLAM": slam}, labels=te.truth[:, :2])
+
+
+def test_spectra_tab_shows_a_runs_held_out_spectra(finished_runs, setup):
+    from app.pages.spectra import SpectraTab, run_spectra_page
+    from labelcore.runs import load_run_data
+
+    calls = []
+
+    def demo():
+        calls.append(1)
+        return setup[-1]
+
+    tab = SpectraTab(demo, finished_runs["store"])
+    assert calls == [1] and tab.page_for("demo") is setup[-1] and len(tab._holder) == 1
+    ids = set(tab.param.source.names.values())
+    assert ids == {"demo", finished_runs["SLAM"].id, finished_runs["Lux"].id}      # no CNN: not generative
+    lux = finished_runs["Lux"]
+    tab.source = lux.id
+    page = tab.page_for(lux.id)
+    te = load_run_data(lux.config["data"])["test"]
+    n = min(len(te["flux"]), 300)
+    np.testing.assert_array_equal(page.flux, te["flux"][:n])
+    np.testing.assert_allclose(page.labels, te["truth"][:n])
+    y = lux.model().predict(te["flux"][:n], flux_err=te["flux_err"][:n])
+    np.testing.assert_allclose(page.predictions["Lux"], y)
+    assert "Lux" in page.derivatives
+    tab.source = "demo"
+    assert calls == [1]                                    # built once
+    with pytest.raises(ValueError, match="only SLAM and Lux"):
+        run_spectra_page(finished_runs["CNN"])
