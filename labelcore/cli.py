@@ -1,4 +1,4 @@
-"""Command line: ``labelcore synth | build-training-set | info | manifests | train | runs | predict``.
+"""Command line: ``labelcore synth | ingest | build-training-set | info | manifests | train | runs | predict``.
 
 Every command prints what it did and exits non-zero with a one-line message on bad
 input (no traceback for user errors)."""
@@ -40,6 +40,21 @@ def cmd_synth(a) -> int:
           f"{info['n_label_survey']} label-survey rows in {dt:.1f} s")
     for k, v in info["timings"].items():
         print(f"  {k}: {v:.1f}")
+    return 0
+
+
+def cmd_ingest(a) -> int:
+    from labelcore.prep.ingest import ingest, parse_grid
+
+    wave = parse_grid(a.grid)
+    t = time.perf_counter()
+    info = ingest(a.files, a.loader, a.out, wave=wave, rest_frame=a.rest_frame, normalise=a.normalise,
+                  knot_spacing=a.knot_spacing, on_error="skip" if a.skip_bad else "raise",
+                  progress=_progress if a.verbose else None)
+    print(f"wrote {a.out}: {info['n_spectra']} spectra from {info['n_files']} files on {wave.size} pixels "
+          f"({wave[0]:.1f}-{wave[-1]:.1f} Å) in {time.perf_counter() - t:.1f} s")
+    for f, why in info["skipped"].items():
+        print(f"  skipped {f}: {why}")
     return 0
 
 
@@ -197,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--raw", action="store_true",
                    help="un-normalised, observed-frame spectra (exercise continuum and RV steps)")
     s.set_defaults(fn=cmd_synth)
+    g = sub.add_parser("ingest", help="survey spectrum files -> one labelcore spectra file on one grid")
+    g.add_argument("loader", help="apogee_apstar, apogee_aspcapstar, lamost_lrs, gaia_rvs, rave_spectrum, galah_spectrum")
+    g.add_argument("files", nargs="+")
+    g.add_argument("--out", required=True, help="output HDF5 spectra file")
+    g.add_argument("--grid", required=True, help="START:STOP:STEP (Angstrom) or log:START:STOP:DLOG10")
+    g.add_argument("--rest-frame", action="store_true", help="shift by each file's radial velocity")
+    g.add_argument("--normalise", action="store_true", help="continuum-normalise (SLAM's P-splines)")
+    g.add_argument("--knot-spacing", type=float, default=50.0)
+    g.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed) instead of stopping")
+    g.add_argument("--verbose", action="store_true")
+    g.set_defaults(fn=cmd_ingest)
     b = sub.add_parser("build-training-set", help="cross-match, cut and save a training set")
     b.add_argument("survey", help="survey folder made by `labelcore synth`")
     b.add_argument("--out", required=True)
