@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="un-normalised, observed-frame spectra (exercise continuum and RV steps)")
     s.set_defaults(fn=cmd_synth)
     g = sub.add_parser("ingest", help="survey spectrum files -> one labelcore spectra file on one grid")
-    g.add_argument("loader", help="apogee_apstar, apogee_aspcapstar, lamost_lrs, gaia_rvs, rave_spectrum, galah_spectrum")
+    g.add_argument("loader", help="apogee_apstar, apogee_aspcapstar, lamost_lrs, gaia_rvs, rave_spectrum, "
+                                  "galah_spectrum")
     g.add_argument("files", nargs="+")
     g.add_argument("--out", required=True, help="output HDF5 spectra file")
     g.add_argument("--grid", required=True, help="START:STOP:STEP (Angstrom) or log:START:STOP:DLOG10")
