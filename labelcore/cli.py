@@ -59,14 +59,22 @@ def cmd_ingest(a) -> int:
 
 
 def cmd_build(a) -> int:
-    from labelcore.prep.training import PAPER_LABELS, build_training_set
+    from labelcore.prep.training import PAPER_LABELS, build_from_files, build_training_set
 
     names = a.labels.split(",") if a.labels else None
     if names and len(names) == 1 and names[0] in PAPER_LABELS:
         names = PAPER_LABELS[names[0]]
     cuts = [json.loads(c) for c in (a.cut or [])]
-    ts = build_training_set(a.survey, a.setup, a.label_source, a.preset, cuts, names,
-                            a.photometry, a.max_stars, a.seed)
+    if a.spectra:
+        if not (a.label_table and a.manifest):
+            raise LabelcoreError("--spectra needs --label-table and --manifest")
+        ts = build_from_files(a.spectra, a.label_table, a.manifest, a.product, names, a.preset, cuts,
+                              a.on, a.spectra_on, a.photometry, a.max_stars, a.seed)
+    elif a.survey:
+        ts = build_training_set(a.survey, a.setup, a.label_source, a.preset, cuts, names,
+                                a.photometry, a.max_stars, a.seed)
+    else:
+        raise LabelcoreError("give a survey folder, or --spectra with --label-table and --manifest")
     print(ts.counts.to_string(index=False))
     ts.save(a.out)
     print(f"saved training set of {len(ts)} spectra x {len(ts.labels.names)} labels to {a.out}")
@@ -225,11 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verbose", action="store_true")
     g.set_defaults(fn=cmd_ingest)
     b = sub.add_parser("build-training-set", help="cross-match, cut and save a training set")
-    b.add_argument("survey", help="survey folder made by `labelcore synth`")
+    b.add_argument("survey", nargs="?", help="survey folder made by `labelcore synth`")
+    b.add_argument("--spectra", help="instead of a survey folder: a spectra file (e.g. from `labelcore ingest`)")
+    b.add_argument("--label-table", help="with --spectra: the survey's label table (FITS/CSV/Parquet)")
+    b.add_argument("--manifest", help="with --spectra: the label table's manifest, e.g. apogee_dr17")
+    b.add_argument("--product", default="catalogue", help="the manifest's table product (default catalogue)")
+    b.add_argument("--on", default="source_id", help="canonical id column to match on (source_id, id, ...)")
+    b.add_argument("--spectra-on", help="spectra metadata column holding that id (default: same name; "
+                                        "obs_id = the file's ids)")
     b.add_argument("--out", required=True)
     b.add_argument("--setup", default="rave", choices=["rave", "lamost", "apogee"])
     b.add_argument("--label-source", default="catalogue", choices=["catalogue", "galah"])
-    b.add_argument("--preset", help="preset of the synthetic manifest, e.g. guiglion2020")
+    b.add_argument("--preset", help="preset of the manifest (synthetic for a survey folder), e.g. guiglion2020")
     b.add_argument("--cut", action="append",
                    help='extra cut as JSON, e.g. \'{"column": "teff", "op": "<", "value": 5500}\'')
     b.add_argument("--labels", help="comma-separated names or a paper key (guiglion2020, zhang2020, horta2024)")

@@ -210,12 +210,17 @@ class TrainPage(pn.viewable.Viewer):
 
     def prediction_config(self, run) -> dict:
         """The config of a prediction run: ``run``'s model applied to every spectrum of the
-        survey file it was trained from (same set-up), joined with the survey catalogue."""
+        survey file it was trained from (same set-up), joined with the survey catalogue (or,
+        for a training set built from a spectra file, every spectrum of that file)."""
         if run.task != "train" or run.state != "done":
             raise LabelcoreError(f"run {run.id} is not a finished training run")
         data = run.config["data"]
         if data["kind"] == "training_set":
             info = json.loads((Path(data["path"]) / "training_set.json").read_text())
+            if "spectra" in info:        # built from a spectra file and a label table
+                if not Path(info["spectra"]).is_file():
+                    raise LabelcoreError(f"the spectra file {info['spectra']} of this run's training set is gone")
+                return {"task": "predict", "model_run": str(run.path), "spectra": info["spectra"]}
             survey, setup = Path(info["survey"]), info["setup"]
         else:
             if self.survey_dir is None:

@@ -1,5 +1,5 @@
 """Cross-match survey tables by Gaia ``source_id`` (Guiglion 2020: RAVE x APOGEE by Gaia
-DR2 id; Horta 2024: APOGEE x GALAH)."""
+DR2 id; Horta 2024: APOGEE x GALAH), or by any other id column (a survey's own ids)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ def dedupe(df: pd.DataFrame, on="source_id", policy="best_snr", snr_col="snr") -
     return out.sort_index()
 
 
+def _match_keys(a: pd.Series, b: pd.Series):
+    """Both id columns as integers when every id of both is an integer (Gaia source_id,
+    LAMOST obsid, read as float or text alike), else as stripped strings (APOGEE 2MASS
+    ids): the same id never fails to match because one table stored it differently."""
+    na, nb = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
+    numeric = (na.notna() | a.isna()).all() and (nb.notna() | b.isna()).all()
+    if numeric:
+        integral = all(np.all(np.mod(x.dropna().to_numpy(float), 1) == 0) for x in (na, nb))
+        if integral:
+            return na.astype("Int64"), nb.astype("Int64")
+    return a.astype(str).str.strip(), b.astype(str).str.strip()
+
+
 def crossmatch(left: pd.DataFrame, right: pd.DataFrame, on="source_id",
                suffixes=("", "_2"), duplicates="best_snr", how="inner") -> pd.DataFrame:
     """Join two tables on ``on`` (rows with a missing id never match). Duplicated ids in
@@ -38,8 +51,7 @@ def crossmatch(left: pd.DataFrame, right: pd.DataFrame, on="source_id",
             raise ValidationError(f"{name} table has no cross-match column {on!r}")
     r = dedupe(right[right[on].notna()], on, duplicates)
     l = left[left[on].notna()] if how == "inner" else left
-    key_l = pd.to_numeric(l[on], errors="coerce").astype("Int64")
-    key_r = pd.to_numeric(r[on], errors="coerce").astype("Int64")
+    key_l, key_r = _match_keys(l[on], r[on])
     out = l.assign(**{on: key_l}).merge(r.assign(**{on: key_r}), on=on, how=how,
                                          suffixes=suffixes)
     if how == "inner" and out.empty:

@@ -77,20 +77,24 @@ class TrainingSet:
 
 def build_from_tables(spec_meta: pd.DataFrame, label_table: pd.DataFrame, load_rows,
                       label_names, cuts=(), photometry=False, duplicates="best_snr",
-                      max_stars=None, seed=0, info=None) -> TrainingSet:
-    """Core builder. ``spec_meta`` has one row per spectrum with ``source_id``, ``snr`` and
-    ``row`` (index into the spectra store read by ``load_rows(sorted_rows) -> Spectra``);
-    ``label_table`` has canonical labels (``<name>``, ``<name>_err``) and ``source_id``."""
+                      max_stars=None, seed=0, info=None, on="source_id") -> TrainingSet:
+    """Core builder. ``spec_meta`` has one row per spectrum with the id column ``on``
+    (default Gaia ``source_id``), ``snr`` and ``row`` (index into the spectra store read by
+    ``load_rows(sorted_rows) -> Spectra``); ``label_table`` has canonical labels
+    (``<name>``, ``<name>_err``) and ``on``."""
     miss = [s for s in label_names if s not in label_table.columns]
     if miss:
         raise ValidationError(f"label table lacks label columns {miss}")
+    for name, tab in (("spectra metadata", spec_meta), ("label table", label_table)):
+        if on not in tab.columns:
+            raise ValidationError(f"{name} has no id column {on!r} to cross-match on")
     counts = [{"cut": "spectra", "passing": len(spec_meta), "remaining": len(spec_meta),
                "skipped": False}]
-    sm = dedupe(spec_meta, "source_id", duplicates)
+    sm = dedupe(spec_meta, on, duplicates)
     counts.append({"cut": f"one spectrum per star ({duplicates})", "passing": len(sm),
                    "remaining": len(sm), "skipped": False})
-    joined = crossmatch(sm, label_table, suffixes=("_spec", ""))
-    counts.append({"cut": "cross-match on source_id", "passing": len(joined),
+    joined = crossmatch(sm, label_table, on=on, suffixes=("_spec", ""))
+    counts.append({"cut": f"cross-match on {on}", "passing": len(joined),
                    "remaining": len(joined), "skipped": False})
     sel, c2 = apply_cuts(joined, list(cuts))
     c2 = c2.iloc[1:]
@@ -154,3 +158,41 @@ def build_training_set(survey_dir, setup="rave", label_source="catalogue", prese
     return build_from_tables(meta, labels_tab, lambda rows: read_spectra(spath, rows),
                              label_names, all_cuts, photometry, max_stars=max_stars, seed=seed,
                              info=info)
+
+
+def build_from_files(spectra_path, label_table_path, manifest: str, product: str = "catalogue",
+                     label_names=None, preset=None, cuts=None, on="source_id", spectra_on=None,
+                     photometry=False, max_stars=None, seed=0) -> TrainingSet:
+    """Training set from a labelcore spectra file (e.g. made by ``labelcore ingest``) and a
+    survey label table read through its manifest (e.g. an APOGEE allStar FITS with
+    ``apogee_dr17``/``allstar``): spectra and labels are matched on the table's canonical
+    column ``on`` (default Gaia ``source_id``; ``id`` is the survey's own id) against the
+    spectra metadata column ``spectra_on`` (default the same name; ``obs_id`` is the
+    spectra file's ids). ``preset`` names a preset of ``manifest`` (the paper's cuts);
+    ``label_names`` default to every label of the table the manifest maps."""
+    from labelcore.data.containers import LABEL_UNITS
+    from labelcore.data.manifests import read_survey_table
+
+    man = load_manifest(manifest)
+    labels = read_survey_table(label_table_path, man, product).table
+    spectra_path = Path(spectra_path)
+    meta = read_spectra_meta(spectra_path)
+    spectra_on = spectra_on or on
+    if spectra_on not in meta.columns:
+        raise ValidationError(f"{spectra_path}: spectra metadata has no column {spectra_on!r}; "
+                              f"has {list(meta.columns)}")
+    if "snr" not in meta.columns:
+        meta["snr"] = np.nan
+    if spectra_on != on:
+        meta = meta.drop(columns=[on], errors="ignore")
+        meta[on] = meta[spectra_on]
+    if label_names is None:
+        label_names = [c for c in labels.columns if c in LABEL_UNITS]
+        if not label_names:
+            raise ValidationError(f"{label_table_path}: no label columns after reading it with {manifest}")
+    all_cuts = list(man.preset(preset)["cuts"]) if preset else []
+    all_cuts += list(cuts or [])
+    info = {"spectra": str(spectra_path), "label_table": str(label_table_path), "manifest": manifest,
+            "product": product, "preset": preset, "cuts": all_cuts, "on": on, "spectra_on": spectra_on}
+    return build_from_tables(meta, labels, lambda rows: read_spectra(spectra_path, rows), list(label_names),
+                             all_cuts, photometry, max_stars=max_stars, seed=seed, info=info, on=on)

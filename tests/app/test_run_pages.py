@@ -257,3 +257,20 @@ def test_app_queue_is_shared_and_runs_without_a_browser(tmp_path):
         time.sleep(0.5)
     q.stop()
     assert run.state == "done", run.status()
+
+
+def test_prediction_config_of_a_run_on_a_file_based_training_set(tmp_path):
+    import json
+
+    spectra = tmp_path / "lamost.h5"
+    spectra.write_bytes(b"x")
+    (tmp_path / "ts").mkdir()
+    (tmp_path / "ts" / "training_set.json").write_text(json.dumps({"spectra": str(spectra), "n": 9}))
+    store = RunStore(tmp_path / "runs")
+    run = store.create({"method": "Lux", "data": {"kind": "training_set", "path": str(tmp_path / "ts")}})
+    run._set_status(state="done")
+    page = TrainPage(store, JobQueue(store))
+    assert page.prediction_config(run) == {"task": "predict", "model_run": str(run.path), "spectra": str(spectra)}
+    spectra.unlink()
+    with pytest.raises(Exception, match="is gone"):
+        page.prediction_config(run)

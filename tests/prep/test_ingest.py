@@ -104,3 +104,46 @@ def test_real_lamost_files_ingest(realdata, tmp_path):
     # H-alpha absorption in the rest frame (vacuum 6564.6 A) in every star
     near = np.abs(s.wave - 6564.6) < 3
     assert all(np.min(s.flux[i][near & ok[i]]) < 0.9 for i in range(3))
+
+
+def _lamost_catalogue(path, obsids, rng):
+    n = len(obsids)
+    cols = {"obsid": np.asarray(obsids, np.int64), "gaia_source_id": np.arange(n, dtype=np.int64) + 5_000_000,
+            "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 60, n), "snrg": np.full(n, 80.0),
+            "snrr": np.full(n, 90.0), "teff": rng.uniform(4500, 6500, n), "teff_err": np.full(n, 50.0),
+            "logg": rng.uniform(1, 5, n), "logg_err": np.full(n, 0.05), "feh": rng.uniform(-1, 0.3, n),
+            "feh_err": np.full(n, 0.05), "rv": np.zeros(n), "rv_err": np.ones(n),
+            "class": np.array(["STAR"] * n), "subclass": np.array(["G5"] * n)}
+    cols["snrg"][1] = 30.0                       # fails the paper's S/N > 40
+    cols["teff"][2] = -9999.0                    # the survey's sentinel: a missing label
+    from astropy.table import Table
+
+    Table(cols).write(path, format="fits")
+    return cols
+
+
+def test_training_set_from_ingested_files_and_a_survey_table(tmp_path):
+    from labelcore.prep.training import TrainingSet, build_from_files
+
+    rng = np.random.default_rng(3)
+    files = [_lamost(tmp_path / f"spec-{1000 + i}.fits", 0.0, 1000 + i) for i in range(12)]
+    ingest(files, "lamost_lrs", tmp_path / "lamost.h5", wave=parse_grid("6400:6700:1"), normalise=True)
+    cols = _lamost_catalogue(tmp_path / "cat.fits", [1000 + i for i in range(10)] + [5000, 5001], rng)
+    ts = build_from_files(tmp_path / "lamost.h5", tmp_path / "cat.fits", "lamost_dr5", label_names=["teff", "logg",
+                          "fe_h"], preset="zhang2020_lamost_apogee", on="id", spectra_on="obs_id")
+    # 12 spectra, 10 with catalogue rows, one fails S/N > 40; the sentinel Teff stays as a missing label
+    assert ts.counts["remaining"].tolist() == [12, 12, 10, 9, 9]
+    assert ts.counts["cut"].tolist()[2:4] == ["cross-match on id", "snr > 40"] and ts.counts["skipped"].iloc[-1]
+    assert len(ts) == 9 and "1001" not in set(ts.labels.ids)
+    by_id = dict(zip(ts.labels.ids, ts.labels.values[:, 0], strict=True))
+    assert np.isnan(by_id["1002"])
+    assert by_id["1003"] == pytest.approx(cols["teff"][3], rel=1e-6)
+    ts.save(tmp_path / "ts")
+    assert len(TrainingSet.load(tmp_path / "ts")) == 9
+    with pytest.raises(ValidationError, match="no column 'gaia'"):
+        build_from_files(tmp_path / "lamost.h5", tmp_path / "cat.fits", "lamost_dr5", on="id", spectra_on="gaia")
+    # the command line
+    assert main(["build-training-set", "--spectra", str(tmp_path / "lamost.h5"), "--label-table",
+                 str(tmp_path / "cat.fits"), "--manifest", "lamost_dr5", "--on", "id", "--spectra-on", "obs_id",
+                 "--labels", "teff,logg,fe_h", "--out", str(tmp_path / "ts2")]) == 0
+    assert len(TrainingSet.load(tmp_path / "ts2")) == 10

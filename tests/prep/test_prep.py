@@ -183,3 +183,17 @@ def test_photometry_matrix_without_error_columns():
     np.testing.assert_allclose(p[0, :8], 10.0 + 5 * np.log10(1.0) - 10.0)   # M = m + 5 log10(plx/mas) - 10
     assert np.isnan(p[1, :8]).all() and p[1, 8] == 0.2                      # negative parallax: no distance
     assert absolute_magnitudes(t)["abs_g_err"].isna().all()
+
+
+def test_crossmatch_on_text_ids_and_ids_stored_differently():
+    from labelcore.prep.crossmatch import crossmatch
+
+    spec = pd.DataFrame({"apogee_id": ["2M001 ", "2M002", "2M003"], "snr": [50, 60, 70]})
+    lab = pd.DataFrame({"apogee_id": ["2M002", "2M001", "2M009"], "teff": [5000.0, 4800.0, 4000.0]})
+    x = crossmatch(spec, lab, on="apogee_id")
+    assert x.set_index("apogee_id")["teff"].to_dict() == {"2M001": 4800.0, "2M002": 5000.0}
+    # the same integer ids, once as float and once as text, still match
+    a = pd.DataFrame({"obsid": [101.0, 102.0], "snr": [1, 2]})
+    b = pd.DataFrame({"obsid": ["101", "103"], "teff": [5000.0, 1.0]})
+    y = crossmatch(a, b, on="obsid")
+    assert y["obsid"].tolist() == [101] and y["teff"].tolist() == [5000.0]
