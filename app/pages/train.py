@@ -120,7 +120,8 @@ class TrainPage(pn.viewable.Viewer):
         self._param_box[:] = [pn.pane.Markdown(f"**{self.method} hyper-parameters** (the paper's defaults; "
                                                f"*Quick settings* sets {quick})"),
                               pn.GridBox(*self._param_widgets.values(), ncols=2)]
-        self.photometry = self.photometry and self.method == "CNN"
+        # the CNN's paper default is spectra + photometry (Guiglion 2020 section 3.2); others have none
+        self.photometry = self.method == "CNN"
 
     def quick_settings(self):
         """Fill in :data:`QUICK` for the current method."""

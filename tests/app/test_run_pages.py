@@ -62,9 +62,9 @@ def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
     assert page.launch() is None and "not a saved training set" in page._message.object
     # quick settings and photometry only for the CNN
     page.method = "CNN"
+    assert page.photometry is True                 # the paper's CNN reads photometry + A_V
     page.quick_settings()
     assert page.hyperparameters() == {"n_members": 10, "max_epochs": 60, "patience": 10}
-    page.photometry = True
     page.method = "SLAM"
     assert page.photometry is False
     assert isinstance(page.__panel__(), pn.Row)
