@@ -56,3 +56,59 @@ def finished_runs(tmp_path_factory):
         assert run.state == "done", run.status()
         out[method] = run
     return out
+
+
+# ---------------------------------------------------------------- files in LAMOST's formats
+C_KMS = 299_792.458
+LAMOST_LINE = 6564.6   # rest wavelength of the injected absorption line (vacuum H-alpha)
+
+
+def _write_lamost(path, rv, obsid, slope=1e-3):
+    """A LAMOST DR8+ COADD file: sloped continuum with one Gaussian line at LAMOST_LINE, shifted by rv."""
+    n = 3909
+    wave = 10 ** (3.5682 + 1e-4 * np.arange(n))
+    centre = LAMOST_LINE * (1 + rv / C_KMS)
+    cont = 100 * (1 + slope * (wave - 6000) / 100)
+    flux = cont * (1 - 0.6 * np.exp(-0.5 * ((wave - centre) / 2.0) ** 2))
+    ivar = np.full(n, 1e4)
+    from astropy.io import fits
+
+    p = fits.PrimaryHDU()
+    p.header.update(OBSID=obsid, SNRG=100.0, SNRR=120.0, HELIO_RV=rv, CLASS="STAR", SUBCLASS="G5",
+                    VACUUM=True, RA=1.0, DEC=2.0)
+    cols = [fits.Column(name=k, format=f"{n}E", array=v[None]) for k, v in
+            (("FLUX", flux), ("IVAR", ivar), ("WAVELENGTH", wave), ("ANDMASK", 0 * wave),
+             ("ORMASK", 0 * wave), ("NORMALIZATION", flux))]
+    fits.HDUList([p, fits.BinTableHDU.from_columns(cols, name="COADD")]).writeto(path)
+    return path
+
+
+def _write_lamost_catalogue(path, obsids, rng):
+    n = len(obsids)
+    cols = {"obsid": np.asarray(obsids, np.int64), "gaia_source_id": np.arange(n, dtype=np.int64) + 5_000_000,
+            "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 60, n), "snrg": np.full(n, 80.0),
+            "snrr": np.full(n, 90.0), "teff": rng.uniform(4500, 6500, n), "teff_err": np.full(n, 50.0),
+            "logg": rng.uniform(1, 5, n), "logg_err": np.full(n, 0.05), "feh": rng.uniform(-1, 0.3, n),
+            "feh_err": np.full(n, 0.05), "rv": np.zeros(n), "rv_err": np.ones(n),
+            "class": np.array(["STAR"] * n), "subclass": np.array(["G5"] * n)}
+    cols["snrg"][1] = 30.0                       # fails the paper's S/N > 40
+    cols["teff"][2] = -9999.0                    # the survey's sentinel: a missing label
+    from astropy.table import Table
+
+    Table(cols).write(path, format="fits")
+    return cols
+
+
+
+@pytest.fixture()
+def write_lamost():
+    """``write_lamost(path, rv, obsid)``: a LAMOST DR8+ COADD spectrum file with one line at
+    LAMOST_LINE shifted by ``rv``."""
+    return _write_lamost
+
+
+@pytest.fixture()
+def write_lamost_catalogue():
+    """``write_lamost_catalogue(path, obsids, rng)``: a LAMOST DR5-format stellar-parameter
+    table (columns of the ``lamost_dr5`` manifest)."""
+    return _write_lamost_catalogue

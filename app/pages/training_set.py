@@ -60,8 +60,13 @@ def list_training_sets(root) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+FOLDER, FILES = "survey folder", "spectra file + label table"
+
+
 class TrainingSetPage(pn.viewable.Viewer):
-    """Build, inspect and save a training set from a survey folder.
+    """Build, inspect and save a training set from a survey folder (the synthetic survey),
+    or from a spectra file (``labelcore ingest``) and a survey label table read through its
+    manifest (:func:`labelcore.prep.training.build_from_files`).
 
     Parameters
     ----------
@@ -69,6 +74,13 @@ class TrainingSetPage(pn.viewable.Viewer):
     out_root : where saved training sets go (the Train tab lists them).
     """
 
+    source = param.Selector(default=FOLDER, objects=[FOLDER, FILES])
+    spectra_file = param.String(default="", doc="labelcore HDF5 spectra file")
+    label_table = param.String(default="", doc="survey label table (FITS, CSV, Parquet)")
+    manifest = param.Selector(default="apogee_dr17", objects=["apogee_dr17"], check_on_set=False)
+    product = param.String(default="catalogue")
+    match_on = param.String(default="source_id", doc="canonical id column of the label table")
+    spectra_on = param.String(default="", doc="spectra metadata column with that id (empty: same name)")
     setup = param.Selector(default="rave", objects=["rave", "lamost", "apogee"])
     label_source = param.Selector(default="catalogue", objects=["catalogue", "galah"])
     preset = param.Selector(default="guiglion2020", objects=[NO_PRESET, "guiglion2020"], check_on_set=False)
@@ -83,8 +95,10 @@ class TrainingSetPage(pn.viewable.Viewer):
         super().__init__(**params)
         self.survey_dir = Path(survey_dir)
         self.out_root = Path(out_root)
-        presets = sorted(load_manifest("synthetic").presets)
-        self.param.preset.objects = [NO_PRESET, *presets]
+        from labelcore.data.manifests import list_manifests
+
+        self.param.manifest.objects = [m for m in list_manifests() if m != "synthetic"]
+        self._presets()
         every = sorted({n for v in PAPER_LABELS.values() for n in v} | {"alpha_m", "m_h"})
         self.param.labels.objects = every
         self.ts = None
@@ -94,6 +108,15 @@ class TrainingSetPage(pn.viewable.Viewer):
         self._save = pn.widgets.Button(label="Save training set", color="success", disabled=True)
         self._save.on_click(lambda e: self.save())
         self._result = pn.Column(sizing_mode="stretch_width")
+
+    @param.depends("source", "manifest", watch=True)
+    def _presets(self):
+        """The presets of the manifest in use (``synthetic`` for a survey folder)."""
+        man = "synthetic" if self.source == FOLDER else self.manifest
+        objs = [NO_PRESET, *sorted(load_manifest(man).presets)]
+        self.param.preset.objects = objs
+        if self.preset not in objs:
+            self.preset = NO_PRESET
 
     @param.depends("label_set", watch=True, on_init=True)
     def _labels_from_set(self):
@@ -112,9 +135,17 @@ class TrainingSetPage(pn.viewable.Viewer):
             if not self.labels:
                 raise LabelcoreError("choose at least one label")
             cuts = parse_cuts(self.cuts_text)
-            ts = build_training_set(self.survey_dir, self.setup, self.label_source,
-                                    None if self.preset == NO_PRESET else self.preset, cuts, list(self.labels),
-                                    self.photometry, self.max_stars or None, seed=0)
+            preset = None if self.preset == NO_PRESET else self.preset
+            if self.source == FOLDER:
+                ts = build_training_set(self.survey_dir, self.setup, self.label_source, preset, cuts,
+                                        list(self.labels), self.photometry, self.max_stars or None, seed=0)
+            else:
+                from labelcore.prep.training import build_from_files
+
+                ts = build_from_files(self.spectra_file.strip(), self.label_table.strip(), self.manifest,
+                                      self.product.strip() or "catalogue", list(self.labels), preset, cuts,
+                                      self.match_on.strip() or "source_id", self.spectra_on.strip() or None,
+                                      self.photometry, self.max_stars or None, seed=0)
         except (LabelcoreError, FileNotFoundError, ValueError) as exc:
             self.ts = None
             self._save.disabled = True
@@ -133,7 +164,8 @@ class TrainingSetPage(pn.viewable.Viewer):
         if self.ts is None:
             self._say("Build a training set first.", "warning")
             return None
-        name = self.set_name.strip() or f"{self.setup}_{self.preset if self.preset != NO_PRESET else 'nocuts'}"
+        base = self.setup if self.source == FOLDER else Path(self.spectra_file.strip()).stem
+        name = self.set_name.strip() or f"{base}_{self.preset if self.preset != NO_PRESET else 'nocuts'}"
         if not _NAME_OK.match(name):
             self._say(f"Not saved: {name!r} is not a plain folder name (letters, digits, . _ -).", "danger")
             return None
@@ -154,6 +186,8 @@ class TrainingSetPage(pn.viewable.Viewer):
     def plots(self):
         """Kiel diagram of the sample coloured by metallicity, and its S/N distribution."""
         tab = self.ts.table
+        if not {"teff", "logg"} <= set(tab.columns):
+            return hv.Div("<p>No Teff / log g in this training set: no Kiel diagram.</p>")
         colour = next((c for c in ("m_h", "fe_h") if c in tab.columns), None)
         vd = [colour] if colour else []
         kiel = hv.Points(tab, ["teff", "logg"], vd).opts(
@@ -172,10 +206,24 @@ class TrainingSetPage(pn.viewable.Viewer):
             default_tools=TOOLS)
         return (kiel + hist).cols(2)
 
+    @param.depends("source")
+    def _source_widgets(self):
+        if self.source == FOLDER:
+            return pn.Column(pn.widgets.Select.from_param(self.param.setup, label="Spectra (set-up)"),
+                             pn.widgets.Select.from_param(self.param.label_source, label="Labels from"))
+        return pn.Column(
+            pn.widgets.TextInput.from_param(self.param.spectra_file, label="Spectra file",
+                                            placeholder="labelcore ingest ... --out FILE.h5"),
+            pn.widgets.TextInput.from_param(self.param.label_table, label="Label table (FITS/CSV/Parquet)"),
+            pn.widgets.Select.from_param(self.param.manifest, label="Survey manifest of the table"),
+            pn.Row(pn.widgets.TextInput.from_param(self.param.product, label="Table product"),
+                   pn.widgets.TextInput.from_param(self.param.match_on, label="Match on")),
+            pn.widgets.TextInput.from_param(self.param.spectra_on, label="Spectra id column (empty: same)"))
+
     def controls(self):
         return pn.Column(
-            pn.widgets.Select.from_param(self.param.setup, label="Spectra (set-up)"),
-            pn.widgets.Select.from_param(self.param.label_source, label="Labels from"),
+            pn.widgets.RadioButtonGroup.from_param(self.param.source),
+            self._source_widgets,
             pn.widgets.Select.from_param(self.param.preset, label="Paper preset (cuts)"),
             pn.widgets.Select.from_param(self.param.label_set, label="Label set"),
             pn.widgets.MultiChoice.from_param(self.param.labels, label="Labels"),

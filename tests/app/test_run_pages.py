@@ -274,3 +274,29 @@ def test_prediction_config_of_a_run_on_a_file_based_training_set(tmp_path):
     spectra.unlink()
     with pytest.raises(Exception, match="is gone"):
         page.prediction_config(run)
+
+
+def test_training_set_page_from_a_spectra_file_and_a_label_table(tmp_path, write_lamost, write_lamost_catalogue):
+    from app.pages.training_set import FILES, TrainingSetPage
+    from labelcore.prep.ingest import ingest, parse_grid
+
+    files = [write_lamost(tmp_path / f"spec-{1000 + i}.fits", 0.0, 1000 + i) for i in range(8)]
+    ingest(files, "lamost_lrs", tmp_path / "lamost.h5", wave=parse_grid("6400:6700:1"))
+    write_lamost_catalogue(tmp_path / "cat.fits", [1000 + i for i in range(6)], np.random.default_rng(1))
+    page = TrainingSetPage(tmp_path, tmp_path / "sets")
+    assert "guiglion2020" in page.param.preset.objects
+    page.source = FILES
+    page.manifest = "lamost_dr5"
+    assert "zhang2020_lamost_apogee" in page.param.preset.objects and page.preset == "(none)"
+    page.spectra_file, page.label_table = str(tmp_path / "lamost.h5"), str(tmp_path / "cat.fits")
+    page.match_on, page.spectra_on = "id", "obs_id"
+    page.label_set, page.labels, page.photometry = "custom", ["teff", "logg", "fe_h"], False
+    page.preset = "zhang2020_lamost_apogee"
+    ts = page.build()
+    assert ts is not None, page._message.object
+    assert len(ts) == 5                                   # 6 with labels, one fails S/N > 40
+    assert isinstance(page.plots(), hv.Layout)
+    path = page.save()
+    assert path.name == "lamost_zhang2020_lamost_apogee"
+    page.match_on = "source_id"              # LAMOST obsids are not Gaia ids: nothing matches, and it says so
+    assert page.build() is None and "cross-match on 'source_id' found no common star" in page._message.object

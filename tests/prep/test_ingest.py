@@ -4,33 +4,13 @@ stop the ingest with their name or are skipped and reported."""
 
 import numpy as np
 import pytest
-from astropy.io import fits
+from conftest import C_KMS as C  # noqa: E402
+from conftest import LAMOST_LINE as LINE  # noqa: E402
 
 from labelcore.cli import main
 from labelcore.data.io import read_spectra
 from labelcore.errors import FormatError, ValidationError
 from labelcore.prep.ingest import ingest, parse_grid
-
-C = 299_792.458
-LINE = 6564.6   # rest wavelength of the injected absorption line (vacuum H-alpha)
-
-
-def _lamost(path, rv, obsid, slope=1e-3):
-    """A LAMOST DR8+ COADD file: sloped continuum with one Gaussian line at LINE, shifted by rv."""
-    n = 3909
-    wave = 10 ** (3.5682 + 1e-4 * np.arange(n))
-    centre = LINE * (1 + rv / C)
-    cont = 100 * (1 + slope * (wave - 6000) / 100)
-    flux = cont * (1 - 0.6 * np.exp(-0.5 * ((wave - centre) / 2.0) ** 2))
-    ivar = np.full(n, 1e4)
-    p = fits.PrimaryHDU()
-    p.header.update(OBSID=obsid, SNRG=100.0, SNRR=120.0, HELIO_RV=rv, CLASS="STAR", SUBCLASS="G5",
-                    VACUUM=True, RA=1.0, DEC=2.0)
-    cols = [fits.Column(name=k, format=f"{n}E", array=v[None]) for k, v in
-            (("FLUX", flux), ("IVAR", ivar), ("WAVELENGTH", wave), ("ANDMASK", 0 * wave),
-             ("ORMASK", 0 * wave), ("NORMALIZATION", flux))]
-    fits.HDUList([p, fits.BinTableHDU.from_columns(cols, name="COADD")]).writeto(path)
-    return path
 
 
 def test_grids():
@@ -42,8 +22,8 @@ def test_grids():
         parse_grid("4000-5000")
 
 
-def test_rest_frame_and_normalisation_put_lines_in_place(tmp_path):
-    files = [_lamost(tmp_path / f"{i}.fits", rv, 1000 + i) for i, rv in enumerate([-150.0, 0.0, 220.0])]
+def test_rest_frame_and_normalisation_put_lines_in_place(tmp_path, write_lamost):
+    files = [write_lamost(tmp_path / f"{i}.fits", rv, 1000 + i) for i, rv in enumerate([-150.0, 0.0, 220.0])]
     wave = parse_grid("6400:6700:0.5")
     info = ingest(files, "lamost_lrs", tmp_path / "out.h5", wave=wave, rest_frame=True, normalise=True,
                   knot_spacing=60.0)
@@ -63,8 +43,8 @@ def test_rest_frame_and_normalisation_put_lines_in_place(tmp_path):
                                atol=0.5)
 
 
-def test_bad_files_stop_or_are_skipped(tmp_path):
-    good = [_lamost(tmp_path / f"{i}.fits", 0.0, i) for i in range(2)]
+def test_bad_files_stop_or_are_skipped(tmp_path, write_lamost):
+    good = [write_lamost(tmp_path / f"{i}.fits", 0.0, i) for i in range(2)]
     bad = tmp_path / "bad.fits"
     bad.write_bytes(b"SIMPLE  = T" + b"\0" * 100)
     wave = parse_grid("6400:6700:1")
@@ -80,8 +60,8 @@ def test_bad_files_stop_or_are_skipped(tmp_path):
         ingest(good, "lamost_lrs", tmp_path / "z.h5", wave=parse_grid("15000:16000:1"))
 
 
-def test_ingest_command(tmp_path, capsys):
-    files = [str(_lamost(tmp_path / f"{i}.fits", 10.0 * i, i)) for i in range(3)]
+def test_ingest_command(tmp_path, capsys, write_lamost):
+    files = [str(write_lamost(tmp_path / f"{i}.fits", 10.0 * i, i)) for i in range(3)]
     out = tmp_path / "s.h5"
     assert main(["ingest", "lamost_lrs", *files, "--out", str(out), "--grid", "6400:6700:0.5",
                  "--rest-frame", "--normalise"]) == 0
@@ -106,29 +86,13 @@ def test_real_lamost_files_ingest(realdata, tmp_path):
     assert all(np.min(s.flux[i][near & ok[i]]) < 0.9 for i in range(3))
 
 
-def _lamost_catalogue(path, obsids, rng):
-    n = len(obsids)
-    cols = {"obsid": np.asarray(obsids, np.int64), "gaia_source_id": np.arange(n, dtype=np.int64) + 5_000_000,
-            "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 60, n), "snrg": np.full(n, 80.0),
-            "snrr": np.full(n, 90.0), "teff": rng.uniform(4500, 6500, n), "teff_err": np.full(n, 50.0),
-            "logg": rng.uniform(1, 5, n), "logg_err": np.full(n, 0.05), "feh": rng.uniform(-1, 0.3, n),
-            "feh_err": np.full(n, 0.05), "rv": np.zeros(n), "rv_err": np.ones(n),
-            "class": np.array(["STAR"] * n), "subclass": np.array(["G5"] * n)}
-    cols["snrg"][1] = 30.0                       # fails the paper's S/N > 40
-    cols["teff"][2] = -9999.0                    # the survey's sentinel: a missing label
-    from astropy.table import Table
-
-    Table(cols).write(path, format="fits")
-    return cols
-
-
-def test_training_set_from_ingested_files_and_a_survey_table(tmp_path):
+def test_training_set_from_ingested_files_and_a_survey_table(tmp_path, write_lamost, write_lamost_catalogue):
     from labelcore.prep.training import TrainingSet, build_from_files
 
     rng = np.random.default_rng(3)
-    files = [_lamost(tmp_path / f"spec-{1000 + i}.fits", 0.0, 1000 + i) for i in range(12)]
+    files = [write_lamost(tmp_path / f"spec-{1000 + i}.fits", 0.0, 1000 + i) for i in range(12)]
     ingest(files, "lamost_lrs", tmp_path / "lamost.h5", wave=parse_grid("6400:6700:1"), normalise=True)
-    cols = _lamost_catalogue(tmp_path / "cat.fits", [1000 + i for i in range(10)] + [5000, 5001], rng)
+    cols = write_lamost_catalogue(tmp_path / "cat.fits", [1000 + i for i in range(10)] + [5000, 5001], rng)
     ts = build_from_files(tmp_path / "lamost.h5", tmp_path / "cat.fits", "lamost_dr5", label_names=["teff", "logg",
                           "fe_h"], preset="zhang2020_lamost_apogee", on="id", spectra_on="obs_id")
     # 12 spectra, 10 with catalogue rows, one fails S/N > 40; the sentinel Teff stays as a missing label
