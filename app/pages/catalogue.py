@@ -14,6 +14,7 @@ import panel as pn
 import param
 from holoviews.operation.datashader import dynspread, rasterize
 
+from app.pages.runlist import SourceTab
 from labelcore.data.io import write_fits_table
 
 hv.extension("bokeh", logo=False)
@@ -188,7 +189,7 @@ class CataloguePage(pn.viewable.Viewer):
         return tpl
 
 
-class CatalogueTab(pn.viewable.Viewer):
+class CatalogueTab(SourceTab):
     """The Catalogue tab: the survey's own catalogue, or the label catalogue of a finished
     prediction run (``labelcore.runs`` task "predict") in the same planes.
 
@@ -198,17 +199,14 @@ class CatalogueTab(pn.viewable.Viewer):
     store : a :class:`labelcore.runs.RunStore` whose prediction runs are offered.
     """
 
-    source = param.Selector(default="survey", objects=["survey"])
+    source_label = "Catalogue"
 
     def __init__(self, survey_table: pd.DataFrame, store=None, title="Catalogue", **params):
         super().__init__(**params)
-        self.survey_table = survey_table
-        self.store = store
-        self.title = title
-        self._pages = {"survey": CataloguePage(survey_table, title=title)}
-        self.param.source.objects = {f"{title}": "survey"}
-        self._holder = pn.Column(self._pages["survey"], sizing_mode="stretch_width")
+        self.survey_table, self.store, self.title = survey_table, store, title
         self.refresh()
+        self.source = "survey"
+        self._show()
 
     def refresh(self):
         """List the finished prediction runs of the store."""
@@ -219,26 +217,15 @@ class CatalogueTab(pn.viewable.Viewer):
             opts.update({f"Labels: {k}": v for k, v in run_choices(self.store, "predict").items()})
         self.param.source.objects = opts
 
-    def page_for(self, source):
-        """The :class:`CataloguePage` of ``source`` ("survey" or a prediction run id), or an
-        alert saying why it cannot be shown."""
-        if source not in self._pages:
-            table = self.store.get(source).catalogue()
-            for c in ("phase", "component"):
-                if c in table.columns:
-                    table[c] = table[c].astype("category")
-            try:
-                self._pages[source] = CataloguePage(table, title=f"Labels of run {source}")
-            except ValueError as exc:
-                return pn.pane.Alert(f"This catalogue cannot be shown in these planes: {exc}",
-                                     alert_type="warning")
-        return self._pages[source]
-
-    @param.depends("source", watch=True)
-    def _show(self):
-        self._holder[:] = [self.page_for(self.source)]
-
-    def __panel__(self):
-        return pn.Column(pn.widgets.Select.from_param(self.param.source, label="Catalogue", width=560,
-                                                      sizing_mode="fixed"),
-                         self._holder, sizing_mode="stretch_width")
+    def make_page(self, source):
+        """The :class:`CataloguePage` of ``source`` ("survey" or a prediction run id)."""
+        if source == "survey":
+            return CataloguePage(self.survey_table, title=self.title)
+        table = self.store.get(source).catalogue()
+        for c in ("phase", "component"):
+            if c in table.columns:
+                table[c] = table[c].astype("category")
+        try:
+            return CataloguePage(table, title=f"Labels of run {source}")
+        except ValueError as exc:
+            raise ValueError(f"This catalogue cannot be shown in these planes: {exc}") from exc

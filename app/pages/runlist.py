@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import panel as pn
+import param
 
 from labelcore.runs import RunStore
 
@@ -20,3 +21,42 @@ class RunListViewer(pn.viewable.Viewer):
 
     def refresh(self):
         raise NotImplementedError
+
+
+class SourceTab(pn.viewable.Viewer):
+    """Base of the tabs that show one page per source (the default data, or a run): a
+    ``source`` selector, each source's page built on first view and kept. Subclasses set
+    :attr:`source_label` and implement :meth:`refresh` (the choices) and :meth:`make_page`
+    (a page for a source; raise ``ValueError`` to show the reason instead)."""
+
+    source = param.Selector(default=None, objects=[], check_on_set=False)
+    source_label = "Source"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._pages = {}
+        self._holder = pn.Column(sizing_mode="stretch_width")
+
+    def refresh(self):
+        raise NotImplementedError
+
+    def make_page(self, source):
+        raise NotImplementedError
+
+    def page_for(self, source):
+        """The page of ``source`` (built once), or an alert saying why there is none."""
+        if source not in self._pages:
+            try:
+                self._pages[source] = self.make_page(source)
+            except ValueError as exc:
+                return pn.pane.Alert(str(exc), alert_type="warning")
+        return self._pages[source]
+
+    @param.depends("source", watch=True)
+    def _show(self):
+        self._holder[:] = [self.page_for(self.source)]
+
+    def __panel__(self):
+        return pn.Column(pn.widgets.Select.from_param(self.param.source, label=self.source_label, width=560,
+                                                      sizing_mode="fixed"),
+                         self._holder, sizing_mode="stretch_width")

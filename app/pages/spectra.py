@@ -14,6 +14,8 @@ import numpy as np
 import panel as pn
 import param
 
+from app.pages.runlist import SourceTab
+
 hv.extension("bokeh", logo=False)
 
 #: line windows [Angstrom] offered where the wavelength grid covers them
@@ -222,18 +224,17 @@ def run_spectra_page(run, n_show: int = RUN_SPECTRA) -> SpectraPage:
                        labels=te["truth"][k], title=f"Spectra of run {run.id}")
 
 
-class SpectraTab(pn.viewable.Viewer):
+class SpectraTab(SourceTab):
     """The Spectra tab: the demo models (built on first use by ``demo``, a callable returning
     a :class:`SpectraPage`), or a finished SLAM/Lux run of ``store`` on its held-out spectra."""
 
-    source = param.Selector(default="demo", objects=["demo"])
+    source_label = "Models"
 
     def __init__(self, demo, store=None, **params):
         super().__init__(**params)
         self.demo, self.store = demo, store
-        self._pages = {}
-        self._holder = pn.Column(sizing_mode="stretch_width")
         self.refresh()
+        self.source = "demo"
         self._show()
 
     def refresh(self):
@@ -245,16 +246,5 @@ class SpectraTab(pn.viewable.Viewer):
                          if self.store.get(v).config["method"] in ("SLAM", "Lux")})
         self.param.source.objects = opts
 
-    def page_for(self, source):
-        if source not in self._pages:
-            self._pages[source] = self.demo() if source == "demo" else run_spectra_page(self.store.get(source))
-        return self._pages[source]
-
-    @param.depends("source", watch=True)
-    def _show(self):
-        self._holder[:] = [self.page_for(self.source)]
-
-    def __panel__(self):
-        return pn.Column(pn.widgets.Select.from_param(self.param.source, label="Models", width=560,
-                                                      sizing_mode="fixed"),
-                         self._holder, sizing_mode="stretch_width")
+    def make_page(self, source):
+        return self.demo() if source == "demo" else run_spectra_page(self.store.get(source))
