@@ -166,14 +166,14 @@ def main():
     # end-to-end batched time (input preparation, the best-match initial-guess search, LM,
     # formal errors) against the same loop is also printed: a conservative bound, as the
     # loop's figure leaves its own initial-guess search out.
-    model.predict_details(tr.flux[: a.n_test], flux_err=tr.flux_err[: a.n_test])
+    model.likelihood_fit(tr.flux[: a.n_test], flux_err=tr.flux_err[: a.n_test])
     nloop = 40
     fs_all, w_all, _ = model._likelihood_inputs(te.flux, te.flux_err)
     fs, w = fs_all[:nloop].astype(float), w_all[:nloop].astype(float)
     ratios, ratios_e2e, rates_b, rates_e2e, rates_l, cores = [], [], [], [], [], []
     for _round in range(3):
         t = time.perf_counter()
-        det = model.predict_details(te.flux, flux_err=te.flux_err)
+        det = model.likelihood_fit(te.flux, flux_err=te.flux_err)
         t_e2e = time.perf_counter() - t
         y = det["labels"]
         x0_all = model.label_scaler_.transform(det["initial"])

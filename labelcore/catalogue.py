@@ -131,7 +131,7 @@ def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, 
     import pyarrow.parquet as pq
 
     from labelcore.data.io import atomic_path, spectra_info
-    from labelcore.methods.base import report
+    from labelcore.progress import report
 
     spectra_path = Path(spectra_path)
     info = spectra_info(spectra_path)

@@ -1,5 +1,6 @@
-"""Evaluation: bias and scatter per label (overall and in S/N bins), the error model of
-SLAM's Table 1, learning-curve tables. Pure numpy/pandas: the app plots these."""
+"""Evaluation: bias and scatter per label (overall and in S/N bins), the table of a run's
+held-out metrics, the error model of SLAM's Table 1. Pure numpy/pandas: the app plots and
+tabulates these. (A method's learning curves are its own: ``model.learning_curves()``.)"""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
+from labelcore.constants import SNR_BINS
 from labelcore.errors import ValidationError
 
-SNR_BINS = (5, 20, 40, 60, 80, 100, 120, np.inf)
 
 
 def bias_scatter(pred, truth, names, snr=None, bins=SNR_BINS) -> pd.DataFrame:
@@ -79,67 +80,11 @@ def error_from_snr(snr, model: dict):
     return _model(np.asarray(snr, float), model["a"], model["b"], model["c"])
 
 
-# ------------------------------------------------------------------ learning curves
-def learning_curves(model) -> dict[str, pd.DataFrame]:
-    """The training diagnostics of a fitted model as tidy tables (what the app's learning-
-    curve page plots, and what a run stores under ``curves/``).
-
-    CNN (Guiglion 2020 Fig. 5)
-        ``epochs``: member, epoch, train_loss, test_loss, test_mae, kept;
-        ``members``: member, stop_epoch, final_test_loss, kept, loss_cut (the
-        percentile cut of the final test loss above which members are dropped).
-    SLAM (Zhang 2020 sections 2.2, 3.3)
-        ``pixels``: pixel, wave, C, gamma, cv_mse, cv_md, mse, md (the chosen grid point);
-        ``grid``: pixel, wave, C, gamma, cv_mse, cv_md, refined, chosen (every grid point).
-    Lux (Horta 2024 section 4.2, Appendix A)
-        ``chi2``: step, agenda, iteration, chi2_label, chi2_flux, seconds (final training);
-        ``cv_grid``: n_latent, omega, metric, metric_se, chi2..., best (when CV was run);
-        ``cv_folds``: one row per fold and grid point.
-    """
-    name = type(model).__name__
-    if not hasattr(model, "label_names_"):
-        raise ValidationError(f"this {name} is not fitted; it has no learning curves")
-    wave = getattr(model, "wave_", None)
-    if name == "CNN":
-        lc = model.learning_curves_
-        n_mem, n_ep = lc["test_loss"].shape
-        kept = np.asarray(model.kept_members_, bool)
-        ep = pd.DataFrame({"member": np.repeat(np.arange(n_mem), n_ep),
-                           "epoch": np.tile(np.arange(1, n_ep + 1), n_mem),
-                           **{k: np.asarray(v, float).ravel() for k, v in lc.items()},
-                           "kept": np.repeat(kept, n_ep)})
-        ep = ep[np.isfinite(ep["test_loss"])].reset_index(drop=True)
-        mem = pd.DataFrame({"member": np.arange(n_mem), "stop_epoch": np.asarray(model.stop_epoch_),
-                            "final_test_loss": np.asarray(model.final_test_loss_, float), "kept": kept,
-                            "loss_cut": float(model.loss_cut_)})
-        return {"epochs": ep, "members": mem}
-    if name == "SLAM":
-        J = model.n_pixels_
-        w = np.asarray(wave, float) if wave is not None else np.arange(J, dtype=float)
-        pix = pd.DataFrame({"pixel": np.arange(J), "wave": w, "C": model.C_, "gamma": model.gamma_,
-                            "cv_mse": model.cv_mse_, "cv_md": model.cv_md_, "mse": model.mse_,
-                            "md": model.md_})
-        g = np.asarray(model.cv_mse_grid_)           # [J, n_C, n_gamma]
-        nc, ng = g.shape[1], g.shape[2]
-        Cs, gams = np.asarray(model.C_grid, float), np.asarray(model.gammas_, float)
-        flat = g.reshape(J, -1)
-        chosen = np.zeros(flat.shape, bool)
-        chosen[np.arange(J), np.nanargmin(flat, axis=1)] = True
-        grid = pd.DataFrame({"pixel": np.repeat(np.arange(J), nc * ng), "wave": np.repeat(w, nc * ng),
-                             "C": np.tile(np.repeat(Cs, ng), J), "gamma": np.tile(np.tile(gams, nc), J),
-                             "cv_mse": g.ravel(), "cv_md": np.asarray(model.cv_md_grid_).ravel(),
-                             "refined": np.asarray(model.cv_refined_grid_, bool).ravel(),
-                             "chosen": chosen.ravel()})
-        return {"pixels": pix, "grid": grid}
-    if name == "Lux":
-        hist = pd.DataFrame(model.chi2_history_)
-        hist.insert(0, "step", np.arange(1, len(hist) + 1))
-        out = {"chi2": hist}
-        cv = model.cv_results_
-        if cv:
-            grid = pd.DataFrame(cv["grid"]).drop(columns=["scatter"])
-            grid["best"] = (grid["n_latent"] == cv["best"]["n_latent"]) & (grid["omega"] == cv["best"]["omega"])
-            out["cv_grid"] = grid
-            out["cv_folds"] = pd.DataFrame(cv["folds"]).drop(columns=["scatter"])
-        return out
-    raise ValidationError(f"no learning curves for a {name}")
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """A run's held-out bias/scatter records (``metrics.json``'s ``bias_scatter``) as a
+    table: one row per label and S/N bin with at least one star (label, S/N, n, bias,
+    scatter)."""
+    df = pd.DataFrame(metrics["bias_scatter"])
+    df["S/N"] = snr_bin_labels(df.snr_lo, df.snr_hi)
+    df = df[df["n"] > 0]
+    return df[["label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)

@@ -25,33 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from labelcore.constants import LABEL_UNITS, PHOT_BANDS
 from labelcore.errors import ValidationError
 
-#: Canonical label names and their units (ARCHITECTURE.md section 2).
-LABEL_UNITS: dict[str, str] = {
-    "teff": "K",
-    "logg": "dex",
-    "m_h": "dex",
-    "fe_h": "dex",
-    "alpha_m": "dex",
-    "c_fe": "dex",
-    "n_fe": "dex",
-    "o_fe": "dex",
-    "na_fe": "dex",
-    "mg_fe": "dex",
-    "al_fe": "dex",
-    "si_fe": "dex",
-    "ca_fe": "dex",
-    "ti_fe": "dex",
-    "mn_fe": "dex",
-    "ni_fe": "dex",
-    "vmicro": "km/s",
-    "vsini": "km/s",
-}
-
-#: Photometric bands used by the CNN (Guiglion et al. 2020, section 2) and their names.
-PHOT_BANDS: tuple[str, ...] = ("g", "bp", "rp", "j", "h", "ks", "w1", "w2")
-
+__all__ = ["LABEL_UNITS", "PHOT_BANDS", "Catalogue", "Labels", "Spectra"]
 
 def _as_2d_float(name: str, a, n: int | None = None, p: int | None = None) -> np.ndarray:
     arr = np.asarray(a, dtype=np.float64)

@@ -20,7 +20,6 @@ the file does not match its manifest.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,16 +27,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from labelcore import settings
 from labelcore.data.containers import Catalogue
+from labelcore.data.cutspec import validate_cuts
 from labelcore.errors import FormatError, ManifestError
 
 
 def manifest_dir() -> Path:
-    """``$LABELCORE_MANIFESTS`` or the repository's ``data_manifests/`` folder."""
-    env = os.environ.get("LABELCORE_MANIFESTS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "data_manifests"
+    """``$LABELCORE_MANIFESTS`` or the manifests shipped as package data
+    (:func:`labelcore.settings.manifest_dir`)."""
+    return settings.manifest_dir()
 
 
 @dataclass
@@ -107,8 +106,6 @@ def load_manifest(name_or_path) -> Manifest:
             if "loader" not in prod:
                 raise ManifestError(f"{p}: spectrum product {pname!r} lacks 'loader'")
     presets = raw.get("presets") or {}
-    from labelcore.prep.cuts import validate_cuts  # validation lives with the evaluator
-
     for pr_name, pr in presets.items():
         if "cuts" not in pr:
             raise ManifestError(f"{p}: preset {pr_name!r} has no cuts")

@@ -7,30 +7,131 @@
 * ``boundary_flags`` marks predictions outside the training label range;
 * ``save``/``load`` use safe formats only: a folder with ``params.json`` (hyper-parameters,
   names, version) and ``arrays.npz`` (``allow_pickle=False``); the CNN adds Keras files.
+
+What a method offers beyond the contract it *declares* in :attr:`LabelMethod.capabilities`
+(names in :mod:`labelcore.methods.capabilities`) and implements; code outside the method's
+module asks ``model.supports(...)`` and never tests a class or its name. Its
+hyper-parameters are declared in :attr:`LabelMethod.param_spec` (type, bounds, choices,
+help), which run configurations and the app's Train form validate against.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from labelcore import __version__
 from labelcore.data.containers import Labels, Spectra
-from labelcore.errors import ValidationError
+from labelcore.data.io import atomic_dir
+from labelcore.errors import LabelcoreError, ValidationError
+from labelcore.methods import capabilities as caps
+from labelcore.methods.params import Param, validate_params
+from labelcore.progress import report  # noqa: F401  (the methods' progress helper)
 
 
 class NotFittedError(ValidationError):
     """A method used before ``fit``."""
 
 
-class LabelMethod:
-    """Base class of CNN, SLAM and Lux."""
+class NotSupportedError(LabelcoreError, TypeError):
+    """A capability asked of a method that does not declare it."""
 
+
+@dataclass
+class Prediction:
+    """What :meth:`LabelMethod.predict_details` returns for N spectra.
+
+    Attributes
+    ----------
+    labels, errors : ndarray [N, M]
+        Labels and their formal 1-sigma errors (as ``predict(..., return_std=True)``).
+    quality : dict of str to ndarray [N]
+        Per-star fit quality the method offers (capability ``fit_quality``): e.g.
+        ``chi2`` (reduced chi^2 of the spectrum against the model) and ``converged``;
+        empty for a method without one.
+    """
+
+    labels: np.ndarray
+    errors: np.ndarray
+    quality: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class LabelMethod:
+    """Base class of every method (the contract, capabilities and parameter specs)."""
+
+    #: the registry name (``labelcore.methods.method_class(name)``)
+    name: ClassVar[str] = "method"
     #: saved-file format tag; subclasses override
     _format = "labelcore-method"
+    #: what the method offers beyond the contract (names in :mod:`labelcore.methods.capabilities`)
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: one :class:`~labelcore.methods.params.Param` per constructor argument
+    param_spec: ClassVar[dict[str, Param]] = {}
+    #: "Quick settings": a first model in a minute or two on 2 cores (paper values otherwise)
+    quick_params: ClassVar[dict] = {}
+    #: the tables :meth:`learning_curves` returns (what the Learning-curves page plots)
+    curve_tables: ClassVar[tuple[str, ...]] = ()
+
+    # ------------------------------------------------------------- capabilities
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        """True when the method declares ``capability`` (see :mod:`labelcore.methods.capabilities`)."""
+        if capability not in caps.ALL:
+            raise ValueError(f"unknown capability {capability!r}; known: {sorted(caps.ALL)}")
+        return capability in cls.capabilities
+
+    def _require(self, capability: str):
+        if not self.supports(capability):
+            raise NotSupportedError(f"{self.name} does not offer {capability!r} "
+                                    f"(it offers {sorted(self.capabilities)})")
+
+    @classmethod
+    def validate_params(cls, params: dict) -> dict:
+        """``params`` checked against :attr:`param_spec` and converted (raises
+        :class:`~labelcore.errors.ValidationError` naming the parameter)."""
+        return validate_params(cls, params)
+
+    @property
+    def uses_photometry(self) -> bool:
+        """True when this fitted model needs ``photometry=`` at prediction time."""
+        return False
+
+    def predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
+        """Labels, errors and per-star fit quality of each spectrum (:class:`Prediction`)."""
+        y, e = self.predict(flux, flux_err=flux_err, photometry=photometry, return_std=True)
+        return Prediction(y, e, {})
+
+    def predict_spectra(self, labels, *, label_err=None) -> np.ndarray:
+        """Model flux [N, P] at ``labels`` [N, M] (capability ``model_spectra``)."""
+        self._require(caps.MODEL_SPECTRA)
+        raise NotSupportedError(f"{self.name} declares model_spectra but does not implement it")
+
+    def derivative_spectra(self) -> np.ndarray:
+        """d label / d flux [M, P] (capability ``derivative_spectra``)."""
+        self._require(caps.DERIVATIVE_SPECTRA)
+        raise NotSupportedError(f"{self.name} declares derivative_spectra but does not implement it")
+
+    def cods(self, flux, labels, *, progress=None) -> dict[str, np.ndarray]:
+        """Coefficients of dependence per label on a training set (capability ``cods``)."""
+        self._require(caps.CODS)
+        raise NotSupportedError(f"{self.name} declares cods but does not implement it")
+
+    def learning_curves(self) -> dict:
+        """Training diagnostics as tidy tables {name: DataFrame} (capability
+        ``learning_curves``; the names are :attr:`curve_tables`)."""
+        self._require(caps.LEARNING_CURVES)
+        raise NotSupportedError(f"{self.name} declares learning_curves but does not implement it")
+
+    def curves_so_far(self):
+        """While ``fit`` runs (from its progress callback): the curves so far as a table,
+        or None (capability ``live_curves``)."""
+        self._require(caps.LIVE_CURVES)
+        raise NotSupportedError(f"{self.name} declares live_curves but does not implement it")
 
     # ------------------------------------------------------------- params
     @classmethod
@@ -161,12 +262,10 @@ class LabelMethod:
     def save(self, path) -> Path:
         """Save to a folder (atomically): params.json + arrays.npz, no pickle."""
         self._check_fitted()
-        from labelcore.data.io import atomic_dir
-
         path = Path(path)
         with atomic_dir(path) as tmp:
             meta, arrays = self._state()
-            doc = {"format": self._format, "class": type(self).__name__,
+            doc = {"format": self._format, "class": self.name,
                    "labelcore_version": __version__, "params": self.get_params(),
                    "label_names": list(self.label_names_), "state": meta}
             (tmp / "params.json").write_text(json.dumps(doc, indent=2, default=_json_default))
@@ -210,6 +309,3 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def report(progress, frac: float, msg: str) -> None:
-    if progress is not None:
-        progress(float(min(max(frac, 0.0), 1.0)), msg)

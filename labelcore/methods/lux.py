@@ -70,13 +70,25 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from labelcore.errors import ValidationError
-from labelcore.methods.base import LabelMethod, report
+from labelcore.methods import capabilities as caps
+from labelcore.methods.base import LabelMethod, Prediction, report
+from labelcore.methods.params import Param
+
+
+class Latents(NamedTuple):
+    """Latent vectors inferred from spectra (:meth:`Lux.transform`)."""
+
+    z: np.ndarray        # [N, P] posterior-mode latents
+    weights: np.ndarray  # [N, Lambda] flux weights 1 / (sigma^2 + s^2), 0 at bad pixels
+    gram: np.ndarray     # [N, P, P] precision of z (B^T W B + prior precision)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -206,7 +218,29 @@ class Lux(LabelMethod):
     >>> y, y_err = model.predict(test_flux, flux_err=test_err, return_std=True)  # doctest: +SKIP
     """
 
+    name = "Lux"
     _format = "labelcore-lux"
+    capabilities = frozenset({caps.MODEL_SPECTRA, caps.DERIVATIVE_SPECTRA, caps.LEARNING_CURVES,
+                              caps.FIT_QUALITY})
+    curve_tables = ("chi2", "cv_grid", "cv_folds")
+    param_spec = {
+        "n_latent": Param("int", "latent size P (>= number of labels + 1), or cv", low=1, high=4096,
+                          choices=("cv",)),
+        "omega": Param("float", "L2 strength on the latents in agenda 2, or cv", low=0.0, high=1e8,
+                       choices=("cv",)),
+        "test_prior": Param("str", "prior on test latents: the training latents' Gaussian, or the paper's L2",
+                            choices=("latent", "l2")),
+        "omega_test": Param("float", "L2 strength at test time with test_prior=l2 (empty = omega)", low=0.0,
+                            high=1e8, allow_none=True),
+        "n_iter": Param("int", "agenda-1 iterations (paper: 5)", low=1, high=1000),
+        "latent_grid": Param("grid", "CV grid of P as multiples of the number of labels (paper: 1, 2, 4, 8)",
+                             low=1, high=64, integer_items=True),
+        "omega_grid": Param("grid", "CV grid of omega", low=0.0, high=1e8),
+        "n_folds": Param("int", "K of the K-fold CV (paper: 5)", low=2, high=50),
+        "cv_metric": Param("str", "what the CV minimises on held-out folds",
+                           choices=("worst_label_mse_fraction", "label_mse_fraction", "chi2_label", "chi2")),
+        "random_state": Param("int", "seed of the CV folds", low=0, high=2**32 - 1),
+    }
 
     def __init__(self, n_latent="cv", omega="cv", test_prior="latent", omega_test=None, n_iter=5,
                  latent_grid=(1, 2, 4, 8), omega_grid=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), n_folds=5,
@@ -422,19 +456,23 @@ class Lux(LabelMethod):
         z = np.linalg.solve(g, b[..., None])[..., 0]
         return (z, g) if return_gram else z
 
-    def transform(self, flux, *, flux_err=None, return_gram=False):
-        """Latent vectors [N, P] inferred from spectra (embeddings)."""
+    def transform(self, flux, *, flux_err=None) -> Latents:
+        """Latent vectors inferred from spectra (embeddings), with the flux weights and the
+        latents' precision (:class:`Latents`)."""
         self._check_fitted()
         f, e, bad = self._flux_arrays(flux, flux_err, n_pixels=self.n_pixels_)
         if e is None:
             e = np.broadcast_to(der_snr_sigma(f, bad)[:, None], f.shape).copy()
         wf = np.where(bad, 0.0, 1.0 / (np.where(bad, 1.0, e**2) + self.s_**2))
-        out = self._test_latents(f, wf, self.B_, (self.z_mean_, self.z_precision_), return_gram)
-        return (*out, wf) if return_gram else (out, wf)
+        z, g = self._test_latents(f, wf, self.B_, (self.z_mean_, self.z_precision_), True)
+        return Latents(z, wf, g)
 
     def predict(self, flux, *, flux_err=None, photometry=None, return_std=False):
         """Labels [N, M] from spectra (and 1-sigma formal errors with ``return_std``)."""
-        Z, g, wf = self.transform(flux, flux_err=flux_err, return_gram=True)
+        return self._labels(self.transform(flux, flux_err=flux_err), return_std)
+
+    def _labels(self, lat: Latents, return_std: bool):
+        Z, g = lat.z, lat.gram
         y = Z @ self.A_.T * self.label_scale_ + self.label_center_
         if not return_std:
             return y
@@ -458,10 +496,36 @@ class Lux(LabelMethod):
 
     def reduced_chi2(self, flux, *, flux_err=None):
         """chi^2 / (good pixels) of each spectrum against its Lux model (section 4.4)."""
-        Z, wf = self.transform(flux, flux_err=flux_err)
+        lat = self.transform(flux, flux_err=flux_err)
+        return self._reduced_chi2(flux, flux_err, lat)
+
+    def _reduced_chi2(self, flux, flux_err, lat: Latents):
         f, _, _ = self._flux_arrays(flux, flux_err, n_pixels=self.n_pixels_)
-        r = f - Z @ self.B_.T
-        return np.sum(wf * r**2, axis=1) / np.maximum((wf > 0).sum(1), 1)
+        r = f - lat.z @ self.B_.T
+        return np.sum(lat.weights * r**2, axis=1) / np.maximum((lat.weights > 0).sum(1), 1)
+
+    def predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
+        """Labels, formal errors and ``chi2_reduced`` of each spectrum against its model."""
+        lat = self.transform(flux, flux_err=flux_err)
+        y, e = self._labels(lat, True)
+        return Prediction(y, e, {"chi2_reduced": self._reduced_chi2(flux, flux_err, lat)})
+
+    def learning_curves(self) -> dict:
+        """Horta 2024 section 4.2 and Appendix A as tables: ``chi2`` (step, agenda,
+        iteration, chi2_label, chi2_flux, seconds of the final training) and, when the
+        K-fold CV ran, ``cv_grid`` (n_latent, omega, metric, metric_se, chi2 terms, best)
+        and ``cv_folds`` (one row per fold and grid point)."""
+        self._check_fitted()
+        hist = pd.DataFrame(self.chi2_history_)
+        hist.insert(0, "step", np.arange(1, len(hist) + 1))
+        out = {"chi2": hist}
+        cv = self.cv_results_
+        if cv:
+            grid = pd.DataFrame(cv["grid"]).drop(columns=["scatter"])
+            grid["best"] = (grid["n_latent"] == cv["best"]["n_latent"]) & (grid["omega"] == cv["best"]["omega"])
+            out["cv_grid"] = grid
+            out["cv_folds"] = pd.DataFrame(cv["folds"]).drop(columns=["scatter"])
+        return out
 
     def derivative_spectra(self) -> np.ndarray:
         """dl/df = A B^+ (eq. 13), [M, Lambda], in label units per unit flux."""

@@ -23,47 +23,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from labelcore.data.cutspec import describe_cut, validate_cuts
 from labelcore.errors import EmptySelectionError, ManifestError, ValidationError
-
-_OPS = {"<", "<=", ">", ">=", "==", "!=", "between", "in", "not_in"}
-_EXPR_OK = re.compile(r"^[\w\s\.\+\-\*/\(\)<>=!&|]+$")
-
-
-def validate_cuts(cuts) -> None:
-    if not isinstance(cuts, list):
-        raise ManifestError("cuts must be a list")
-    for i, c in enumerate(cuts):
-        if not isinstance(c, dict):
-            raise ManifestError(f"cut {i} is not a mapping: {c!r}")
-        if "notnull" in c:
-            if not isinstance(c["notnull"], list) or not c["notnull"]:
-                raise ManifestError(f"cut {i}: notnull needs a non-empty list")
-        elif "expr" in c:
-            if not _EXPR_OK.match(str(c["expr"])):
-                raise ManifestError(f"cut {i}: expression {c['expr']!r} has forbidden characters")
-        elif "column" in c:
-            if c.get("op") not in _OPS:
-                raise ManifestError(f"cut {i}: op {c.get('op')!r} not in {sorted(_OPS)}")
-            if "value" not in c:
-                raise ManifestError(f"cut {i}: no value")
-            if c["op"] == "between" and (not isinstance(c["value"], list) or len(c["value"]) != 2):
-                raise ManifestError(f"cut {i}: between needs [lo, hi]")
-        else:
-            raise ManifestError(f"cut {i}: needs 'column', 'notnull' or 'expr': {c!r}")
-
-
-def describe_cut(c: dict) -> str:
-    if "notnull" in c:
-        return "present: " + ", ".join(c["notnull"])
-    if "expr" in c:
-        return c["expr"]
-    col = c["column"]
-    col = ", ".join(col) if isinstance(col, list) else col
-    v = c["value"]
-    if c["op"] == "between":
-        return f"{v[0]} < {col} < {v[1]}"
-    return f"{col} {c['op']} {v}"
-
 
 def _columns_of(c: dict, df: pd.DataFrame) -> list[str]:
     if "notnull" in c:

@@ -67,7 +67,7 @@ def ingest(files, loader: str, out, *, wave, rest_frame: bool = False, normalise
     (labelcore HDF5). Returns ``{"n_spectra", "n_files", "skipped": {file: reason}}``."""
     from labelcore.data.io import SpectraWriter
     from labelcore.data.loaders import get_loader
-    from labelcore.methods.base import report
+    from labelcore.progress import report
 
     files = [Path(f) for f in files]
     if not files:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelcore.data.containers import PHOT_BANDS, Labels, Spectra
+from labelcore.constants import PAPER_LABELS, PHOT_BANDS
+from labelcore.data.containers import Labels, Spectra
 from labelcore.data.io import (
     atomic_dir,
     read_spectra,
@@ -32,13 +33,6 @@ from labelcore.prep.crossmatch import crossmatch, dedupe
 from labelcore.prep.cuts import apply_cuts
 from labelcore.prep.photometry import photometry_matrix
 
-#: label sets of the three papers (canonical names)
-PAPER_LABELS = {
-    "guiglion2020": ["teff", "logg", "m_h", "fe_h", "alpha_m", "mg_fe", "si_fe", "al_fe", "ni_fe"],
-    "zhang2020": ["teff", "logg", "m_h", "alpha_m", "c_fe", "n_fe"],
-    "horta2024": ["teff", "logg", "fe_h", "c_fe", "n_fe", "o_fe", "mg_fe", "al_fe", "si_fe",
-                  "ca_fe", "mn_fe", "ni_fe"],
-}
 
 
 @dataclass

@@ -30,7 +30,7 @@ def test_model_spectra_and_residuals_are_the_cores(setup):
     page.star, page.method, page.window = 7, "SLAM", FULL
     w, obs, err, mod, res = page.spectrum_data()
     y = slam.predict(te.flux, flux_err=te.flux_err)
-    np.testing.assert_allclose(mod, slam.model_spectra(y[7:8])[0], rtol=1e-6)
+    np.testing.assert_allclose(mod, slam.predict_spectra(y[7:8])[0], rtol=1e-6)
     np.testing.assert_array_equal(obs, te.flux[7])
     ok = np.isfinite(te.flux[7])
     np.testing.assert_allclose(res[ok], ((te.flux[7] - mod) / te.flux_err[7])[ok], rtol=1e-9)

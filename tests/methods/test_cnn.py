@@ -8,7 +8,7 @@ from labelcore.errors import ValidationError
 
 pytest.importorskip("keras")
 from labelcore.methods import CNN  # noqa: E402
-from labelcore.methods.cnn import _member_slices  # noqa: E402
+from labelcore.methods.cnn.network import _member_slices  # noqa: E402
 
 NAMES = ("teff", "logg", "fe_h")
 

@@ -14,12 +14,12 @@ import numpy as np
 from labelcore.data.synth.population import LABEL_ERRORS, make_population, observe_labels
 from labelcore.data.synth.spectra import LineModel, observe
 from labelcore.data.synth.survey import SNR_MODEL, spectra_snr
-from labelcore.prep.photometry import photometry_matrix
+from labelcore._photometry import photometry_matrix
+from labelcore.constants import PAPER_LABELS
 
 #: the label sets of the benchmarks (RAVE-like 9 labels as Guiglion 2020; APOGEE-like 12)
-RAVE_LABELS = ("teff", "logg", "m_h", "fe_h", "alpha_m", "mg_fe", "si_fe", "al_fe", "ni_fe")
-APOGEE_LABELS = ("teff", "logg", "fe_h", "c_fe", "n_fe", "o_fe", "mg_fe", "al_fe", "si_fe",
-                 "ca_fe", "mn_fe", "ni_fe")
+RAVE_LABELS = tuple(PAPER_LABELS["guiglion2020"])
+APOGEE_LABELS = tuple(PAPER_LABELS["horta2024"])
 
 
 @dataclass

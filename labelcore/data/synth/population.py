@@ -41,14 +41,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from labelcore.constants import EXTINCTION_COEFF
+
 R_SUN_KPC = 8.2
 Z_SUN_KPC = 0.02
 
 #: A_lambda / A_V (Wang & Chen 2019).
-EXTINCTION_COEFF = {
-    "g": 0.789, "bp": 1.002, "rp": 0.589, "j": 0.243,
-    "h": 0.131, "ks": 0.078, "w1": 0.039, "w2": 0.026,
-}
 
 COMPONENTS = ("thin", "thick", "halo")
 

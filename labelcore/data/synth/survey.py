@@ -19,14 +19,13 @@ label-transfer work needs.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from labelcore import __version__
+from labelcore import __version__, settings
 from labelcore.data.io import SpectraWriter, atomic_dir, write_table
 from labelcore.data.synth.population import LABEL_ERRORS, make_population, observe_labels
 from labelcore.data.synth.setups import SETUPS
@@ -54,7 +53,7 @@ DEFAULT_PARAMS = {
 def default_data_dir() -> Path:
     """Where the embedded default survey lives: ``$LABELCORE_DATA_DIR`` or
     ``~/.cache/labelcore``."""
-    return Path(os.environ.get("LABELCORE_DATA_DIR", Path.home() / ".cache" / "labelcore"))
+    return settings.data_dir()
 
 
 def spectra_snr(mag: np.ndarray, setup: str, rng) -> np.ndarray:
@@ -180,7 +179,7 @@ def _write_setup(fname, setup, cat, rows, obs_rows, visit, obs_snr, p, rng, chun
 def ensure_survey(path=None, **params) -> Path:
     """Return the survey folder, generating it first if missing or made with other
     parameters (the cache key is ``survey.json``'s params and the labelcore version)."""
-    path = Path(path) if path else default_data_dir() / "default_survey"
+    path = Path(path) if path else settings.default_survey_dir()
     want = dict(DEFAULT_PARAMS, **{k: v for k, v in params.items() if v is not None})
     meta = path / "survey.json"
     if meta.exists():

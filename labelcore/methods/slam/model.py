@@ -61,343 +61,51 @@ from __future__ import annotations
 
 import time
 import warnings
-from functools import partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.linalg import solve_triangular
+import pandas as pd
+from sklearn.base import clone
 
 from labelcore.errors import FormatError, ValidationError
-from labelcore.methods.base import LabelMethod, report
+from labelcore.methods import capabilities as caps
+from labelcore.methods.base import LabelMethod, Prediction, report
+from labelcore.methods.params import Param
+from labelcore.methods.slam.cods import cods as slam_cods
+from labelcore.methods.slam.compress import compress_coefficients, fewer_landmarks
+from labelcore.methods.slam.kernels import kernel_features, rbf
+from labelcore.methods.slam.lm import LMState, evaluate_at, init_search, lm_chunk, model_flux
+from labelcore.methods.slam.svr import svr_fit
 from labelcore.prep.standardise import Standardiser
 
 DEFAULT_C = tuple(float(x) for x in 10.0 ** np.array([0.0, 0.5, 1.0, 1.5, 2.0]))
 DEFAULT_GAMMA = tuple(float(x) for x in 10.0 ** np.array([-3.0, -2.5, -2.0, -1.5, -1.0]))
 
 
-# ----------------------------------------------------------------------------- kernels
-def rbf(xa, xb, gamma):
-    d2 = (np.sum(xa**2, 1)[:, None] + np.sum(xb**2, 1)[None, :] - 2 * xa @ xb.T)
-    return np.exp(-gamma * np.maximum(d2, 0.0))
+class PixelBlock(NamedTuple):
+    """What training one block of pixels gives (:meth:`SLAM._train_chunk`)."""
+
+    cv_mse: np.ndarray        # [J, nC, nG] CV MSE of every grid point
+    cv_md: np.ndarray         # [J, nC, nG] CV mean deviation
+    C: np.ndarray             # [J] chosen C
+    gamma_index: np.ndarray   # [J] index of the chosen gamma
+    landmarks: list           # per gamma: landmark labels [m_g, M]
+    coefs: list               # per gamma: kernel coefficients [m_g, J_g]
+    bias: np.ndarray          # [J]
+    refined: np.ndarray       # [J, nC, nG] grid points decided by exact SVRs
 
 
-def pivoted_cholesky(x, gamma, tol, max_rank):
-    """Greedy pivoted Cholesky of the RBF kernel on ``x`` (unit diagonal): the indices of
-    the landmark stars, chosen until the largest residual variance is below ``tol``."""
-    n = x.shape[0]
-    m = int(min(max_rank, n))
-    G = np.zeros((n, m))
-    diag = np.ones(n)
-    piv = []
-    for k in range(m):
-        i = int(np.argmax(diag))
-        if diag[i] <= tol:
-            break
-        piv.append(i)
-        col = np.exp(-gamma * np.sum((x - x[i]) ** 2, axis=1)) - G[:, :k] @ G[i, :k]
-        G[:, k] = col / np.sqrt(diag[i])
-        diag = np.maximum(diag - G[:, k] ** 2, 0.0)
-        diag[piv] = 0.0
-    return np.asarray(piv, int)
+class LMSolution(NamedTuple):
+    """The batched Levenberg-Marquardt solution (:meth:`SLAM._solve_batched`)."""
 
-
-def kernel_features(x, gamma, rank_tol, max_rank):
-    """Nystroem eigen-features of the RBF kernel on ``x``.
-
-    Landmarks L (a subset of the stars) come from a pivoted Cholesky to a residual
-    variance ``rank_tol``; K ~ K_xL K_LL^-1 K_Lx is then diagonalised, so the features are
-    orthogonal over the training set (well-conditioned for the solver) and the feature
-    map of *any* label vector is phi(x*) = k(x*, L) @ proj -- prediction needs only the
-    m landmarks, not all N training stars. Returns (phi [N, r], landmarks [m, M],
-    proj [m, r])."""
-    piv = pivoted_cholesky(x, gamma, rank_tol, max_rank)
-    L = x[piv]
-    Kll = rbf(L, L, gamma)
-    R = np.linalg.cholesky(Kll + 1e-10 * np.eye(len(piv)))
-    Kxl = rbf(x, L, gamma)
-    Gm = solve_triangular(R, Kxl.T, lower=True).T          # K ~ Gm Gm^T
-    _, s, qt = np.linalg.svd(Gm, full_matrices=False)
-    r = int(np.sum(s**2 > rank_tol * s[0] ** 2))
-    proj = solve_triangular(R.T, qt[:r].T, lower=False)    # R^-T Q
-    return Kxl @ proj, L, proj
-
-
-@partial(jax.jit, static_argnames=("n_newton", "n_cg"))
-def _svr_solve(phi, y, m, c, eps, delta_final, theta0, delta0=1.0, n_newton=25, n_cg=12):
-    """Batched smoothed-primal SVR: columns of y [N, J] with masks m [N, J] and penalties
-    c [J] on shared features phi [N, r]. Returns theta [r + 1, J] (last row = bias)."""
-    n, r = phi.shape
-    X = jnp.concatenate([phi, jnp.ones((n, 1), phi.dtype)], axis=1)
-    reg = jnp.ones(r + 1, phi.dtype).at[-1].set(1e-8)[:, None]
-    X2 = X * X
-
-    def loss_terms(theta, delta):
-        res = y - X @ theta
-        u = jnp.abs(res) - eps
-        h = jnp.where(u <= 0, 0.0, jnp.where(u < delta, u**2 / (2 * delta), u - delta / 2))
-        f = 0.5 * jnp.sum(reg * theta**2, 0) + c * jnp.sum(m * h, 0)
-        return res, u, f
-
-    def newton(k, theta):
-        delta = jnp.maximum(delta_final, delta0 * 0.6 ** k)
-        res, u, f0 = loss_terms(theta, delta)
-        hp = jnp.sign(res) * jnp.clip(u / delta, 0.0, 1.0)
-        g = reg * theta - c * (X.T @ (m * hp))
-        D = c * m * jnp.where((u > 0) & (u < delta), 1.0 / delta, 0.0)
-
-        def hvp(v):
-            return reg * v + X.T @ (D * (X @ v))
-
-        # Jacobi-preconditioned CG: the features are orthogonal with scales sqrt(lambda),
-        # so diag(H) captures most of the conditioning (C x lambda_max / reg ~ 1e7 at the
-        # large-C, large-gamma corner of the grid).
-        pinv = 1.0 / (reg + X2.T @ D)
-
-        def cg_step(_, st):
-            x, rr, z, p, rz = st
-            Ap = hvp(p)
-            a = rz / (jnp.sum(p * Ap, 0) + 1e-30)
-            x = x + a * p
-            rr = rr - a * Ap
-            z = pinv * rr
-            rz2 = jnp.sum(rr * z, 0)
-            p = z + (rz2 / (rz + 1e-30)) * p
-            return x, rr, z, p, rz2
-
-        rr0 = -g
-        z0 = pinv * rr0
-        d, _, _, _, _ = jax.lax.fori_loop(0, n_cg, cg_step,
-                                          (jnp.zeros_like(g), rr0, z0, z0, jnp.sum(rr0 * z0, 0)))
-        best_t, best_f = theta, f0
-        for step in (1.0, 0.5, 0.25, 0.1, 0.02):
-            cand = theta + step * d
-            _, _, fc = loss_terms(cand, delta)
-            better = fc < best_f
-            best_t = jnp.where(better[None, :], cand, best_t)
-            best_f = jnp.where(better, fc, best_f)
-        return best_t
-
-    return jax.lax.fori_loop(0, n_newton, newton, theta0)
-
-
-def svr_fit(phi, y, m, c, epsilon, huber_delta, n_newton, theta0=None, chunk=4096):
-    """Solve all columns (in chunks of columns to bound memory); ``theta0`` warm-starts
-    (e.g. from the solution at the next smaller C), with a shorter smoothing schedule."""
-    out = []
-    for a in range(0, y.shape[1], chunk):
-        sl = slice(a, a + chunk)
-        t0 = (jnp.zeros((phi.shape[1] + 1, y[:, sl].shape[1]), jnp.float32) if theta0 is None
-              else jnp.asarray(theta0[:, sl], jnp.float32))
-        out.append(np.asarray(_svr_solve(jnp.asarray(phi, jnp.float32), jnp.asarray(y[:, sl], jnp.float32),
-                                          jnp.asarray(m[:, sl], jnp.float32), jnp.asarray(c[sl], jnp.float32),
-                                          float(epsilon), float(huber_delta), t0,
-                                          1.0 if theta0 is None else 0.2, n_newton=n_newton)))
-    return np.concatenate(out, axis=1).astype(np.float64)
-
-
-# ----------------------------------------------------------------------------- model flux
-def _model_flux(xq, gammas, gidx, landmarks, coefs, bias):
-    """Standardised model flux [S, J] of the fitted per-pixel SVRs at labels ``xq`` [S, M]
-    (numpy, float64): pixel j of gamma group g is k(xq, L_g) @ coefs[g][:, rank of j] + b_j."""
-    out = np.zeros((xq.shape[0], bias.size)) + bias
-    for g, (L, W) in enumerate(zip(landmarks, coefs, strict=True)):
-        cols = np.flatnonzero(gidx == g)
-        if cols.size:
-            out[:, cols] += rbf(xq, L, gammas[g]) @ W
-    return out
-
-
-# ----------------------------------------------------------------------------- predict
-def _apply(a, Wg):
-    """a @ W for a group's coefficients, stored as (W,) or low-rank factors (U, V)."""
-    for factor in Wg:
-        a = a @ factor
-    return a
-
-
-def _kernel_rows(theta, gammas, Ls, Ws, first_row=None):
-    """The model and its analytic Jacobian at ``theta`` [S, M], pixels in gamma-group
-    order, without the bias: one GEMM chain per gamma group on the stacked rows
-    [r0, dk/dtheta_1..M] (dk/dtheta = -2 gamma (theta - L) k). r0 is the kernel row k
-    itself (the model flux) or ``first_row(g, k)`` (e.g. a kernel *change*, for the model
-    change). Returns (rows [S, 1 + M, J'], kernel values k[g] [S, m_g])."""
-    s, M = theta.shape
-    outs, ks = [], []
-    for g in range(len(Ws)):
-        d = theta[:, None, :] - Ls[g][None, :, :]                            # [S, m, M]
-        k = jnp.exp(-gammas[g] * jnp.sum(d * d, -1))                          # [S, m]
-        dk = (-2.0 * gammas[g]) * k[:, None, :] * jnp.swapaxes(d, 1, 2)     # [S, M, m]
-        r0 = k if first_row is None else first_row(g, k)
-        a = jnp.concatenate([r0[:, None, :], dk], axis=1).reshape(s * (M + 1), -1)
-        outs.append(_apply(a, Ws[g]).reshape(s, M + 1, -1))
-        ks.append(k)
-    return jnp.concatenate(outs, axis=-1), ks
-
-
-class _LMState(NamedTuple):
-    """Per-slot state of the batched Levenberg-Marquardt (a JAX pytree): see
-    :func:`_lm_chunk`."""
-
-    theta: Any      # [S, M] accepted point (fresh slots: the initial guess)
-    step: Any       # [S, M] pending step from theta
-    lam: Any        # [S] damping
-    done: Any       # [S] finished (converged or given up)
-    conv: Any       # [S] converged
-    nit: Any        # [S] model evaluations so far
-    fresh: Any      # [S] theta not evaluated yet
-    mod: Any        # [S, J'] model flux at theta, without the bias
-    jac: Any        # [S, M, J'] Jacobian at theta
-    H: Any          # [S, M, M] Gauss-Newton Hessian at theta
-    chi2: Any       # [S]
-    ks: Any         # tuple of [S, m_g]: kernel values at theta per gamma group
-
-
-@jax.jit
-def _lm_chunk(state, f, w, bias, gammas, Ls, Ws, n_steps, max_iter, chi2_tol):
-    """Up to ``n_steps`` Levenberg-Marquardt iterations for every active slot of a batch.
-
-    f, w [S, J'] are the standardised flux and weights 1/(sigma_obs^2 + sigma_model^2)
-    (0 = bad), pixels in gamma-group order; ``state`` is an :class:`_LMState`: the
-    accepted point theta with its model flux, Jacobian, Gauss-Newton Hessian J^T W J, chi2
-    and kernel values, the pending step, and ``fresh`` for slots not evaluated yet.
-
-    One iteration is one model evaluation per slot, at theta + step (theta itself when
-    fresh): one GEMM chain per gamma group on the stacked rows [dk, dk/dtheta_1..M]
-    gives the model *change* dm and the Jacobian at the new point. The change comes from
-    k(theta + step) - k(theta) = k(theta) expm1(-gamma (2 step.(theta - L) + |step|^2)),
-    accurate to float32 precision of the change itself (the difference of two float32
-    chi2 sums, each ~ J terms with large cancelling kernel coefficients, is noise for
-    the last small steps), and the step is accepted when the exact chi2 change is
-    negative. So the model at the accepted point is updated, not recomputed, and every
-    evaluation serves as both the test of one step and the Jacobian of the next.
-
-    At the accepted point the star has converged when the Gauss-Newton decrement
-    g^T H^-1 g (the chi2 still to gain in the local quadratic model), or the chi2 gain of
-    the step just accepted if that step was nearly undamped (lambda < 0.1), is below
-    ``chi2_tol``; otherwise the next damped step is
-    solved. The reported Hessian, chi2 and model are therefore those at the solution. A
-    star stops unconverged when the damping runs away or at ``max_iter`` evaluations."""
-    M = state.theta.shape[1]
-    eye = jnp.eye(M, dtype=state.theta.dtype)
-
-    def body(st_i):
-        (theta, step, lam, done, conv, nit, fresh, mod, jac, Hs, c2, ks), i = st_i
-        live = ~done
-        pt = jnp.where(fresh[:, None], theta, theta + step)
-        s2 = jnp.sum(step * step, 1)[:, None]
-        st_th = jnp.sum(step * theta, 1)[:, None]
-
-        def change(g, k):   # k(theta + step) - k(theta), from the kernel at theta
-            sd = st_th - step @ Ls[g].T                                    # step.(theta - L)
-            return jnp.where(fresh[:, None], k, ks[g] * jnp.expm1(-gammas[g] * (2.0 * sd + s2)))
-
-        out, knew = _kernel_rows(pt, gammas, Ls, Ws, change)
-        dm, jac_new = out[:, 0], out[:, 1:]
-        r = f - bias - mod
-        dchi = jnp.sum(w * dm * (dm - 2.0 * r), 1)
-        acc = live & (fresh | (dchi < 0))
-        # a small gain counts only for a nearly undamped (Gauss-Newton) step: heavily damped
-        # steps are short and gain little far from the maximum, too
-        gain_conv = acc & ~fresh & (-dchi < chi2_tol) & (lam < 0.1)
-        lam = jnp.where(acc & ~fresh, lam / 3.0, jnp.where(live & ~acc, lam * 4.0, lam))
-        theta = jnp.where(acc[:, None], pt, theta)
-        mod = jnp.where(acc[:, None], jnp.where(fresh[:, None], dm, mod + dm), mod)
-        jac = jnp.where(acc[:, None, None], jac_new, jac)
-        ks = tuple(jnp.where(acc[:, None], kn, ko) for kn, ko in zip(knew, ks, strict=True))
-        # at the accepted point: Hessian, gradient, decrement, next step
-        r = f - bias - mod
-        jw = jac * w[:, None, :]
-        H = jnp.einsum("smj,snj->smn", jw, jac)
-        g_ = jnp.einsum("smj,sj->sm", jw, r)
-        dH = jnp.diagonal(H, axis1=1, axis2=2)
-        newton = jnp.linalg.solve(H + 1e-9 * eye * (dH[:, None, :] + 1e-12), g_[..., None])[..., 0]
-        now_conv = live & (gain_conv | (jnp.sum(g_ * newton, 1) < chi2_tol))
-        step = jnp.linalg.solve(H + lam[:, None, None] * eye * (dH[:, None, :] + 1e-9), g_[..., None])[..., 0]
-        Hs = jnp.where(live[:, None, None], H, Hs)
-        c2 = jnp.where(live, jnp.sum(w * r * r, 1), c2)
-        nit = jnp.where(live, nit + 1, nit)
-        fresh = fresh & ~live
-        conv = conv | now_conv
-        done = done | now_conv | (lam > 1e8) | (nit >= max_iter)
-        return _LMState(theta, step, lam, done, conv, nit, fresh, mod, jac, Hs, c2, ks), i + 1
-
-    def cond(st_i):
-        st, i = st_i
-        return (i < n_steps) & ~jnp.all(st.done)
-
-    st, _ = jax.lax.while_loop(cond, body, (state, 0))
-    return st
-
-
-@jax.jit
-def _evaluate(theta, f, w, bias, gammas, Ls, Ws):
-    """Model flux, Gauss-Newton Hessian J^T W J and chi2 at labels ``theta`` (one batch)."""
-    mj, _ = _kernel_rows(theta, gammas, Ls, Ws)
-    mod = mj[:, 0] + bias
-    jac = mj[:, 1:]
-    H = jnp.einsum("smj,snj->smn", jac * w[:, None, :], jac)
-    return mod, H, jnp.sum(w * (f - mod) ** 2, 1)
-
-
-@partial(jax.jit, static_argnames=("k",))
-def _init_search(ff, ww, sw, V, C, tf, k):
-    """Best-matching training spectrum for each star: the ``k`` nearest in the whitened
-    PCA space, then the exact weighted chi2 (up to a per-star constant) on those."""
-    c = (jnp.where(ww > 0, ff, 0.0) * sw) @ V
-    d2 = jnp.sum(C**2, 1)[None, :] - 2 * c @ C.T
-    _, pre = jax.lax.top_k(-d2, k)
-    G = tf[pre]                                                          # [s, k, J]
-    chi = jnp.einsum("skj,skj->sk", G, G * ww[:, None, :] - 2 * (ww * ff)[:, None, :])
-    return jnp.take_along_axis(pre, jnp.argmin(chi, axis=1)[:, None], 1)[:, 0]
-
-
-def _compress(W, F, scale, tol):
-    """Low-rank factors of a group's coefficients W [m, J_g] for prediction.
-
-    F = k(x_train, L) W is the group's model flux on the training labels; with pixels in
-    units of their model scatter (``scale`` = sqrt(CV MSE)), keep the leading right
-    singular vectors B_r of F / scale until the RMS of the dropped part is below ``tol``:
-    W ~ (W D B_r)(B_r^T D^-1), D = diag(1/scale). Returns (W,) when that is not cheaper."""
-    m, J = W.shape
-    _, sv, bt = np.linalg.svd(F / scale, full_matrices=False)
-    tail = np.sqrt(np.cumsum((sv**2)[::-1])[::-1] / F.size)
-    r = int(np.argmax(tail < tol)) if np.any(tail < tol) else sv.size
-    r = max(r, 1)
-    if r * (m + J) >= 0.8 * m * J:
-        return (W,)
-    B = bt[:r].T
-    return ((W / scale) @ B, B.T * scale)
-
-
-def _fewer_landmarks(K, F, scale, tol):
-    """The fewest leading landmarks that still carry a group's model, for prediction.
-
-    K = k(x_train, L) [N, m] with the landmarks in pivoted-Cholesky order (so prefixes are
-    the greedy nested sets) and F = K W the model flux on the training labels. Training
-    keeps landmarks down to a residual kernel variance of ``rank_tol`` (1e-7), far more
-    than the fitted functions need: find the smallest prefix k whose least-squares refit
-    W_k = argmin |K[:, :k] W_k - F| leaves an RMS error, in units of each pixel's model
-    scatter ``scale``, below ``tol`` (bisection; the error only falls as k grows).
-    Returns (k, W_k), W_k None when all m are needed."""
-    m = K.shape[1]
-    Fs = F / scale
-
-    def fit(k):
-        Wk = np.linalg.lstsq(K[:, :k], F, rcond=None)[0]
-        return Wk, float(np.sqrt(np.mean(((K[:, :k] @ Wk) / scale - Fs) ** 2)))
-
-    lo, hi = 1, m            # the error at hi is below tol (exact at k = m)
-    best = None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        Wk, err = fit(mid)
-        if err < tol:
-            hi, best = mid, Wk
-        else:
-            lo = mid + 1
-    return hi, best          # best is None when every landmark is needed
+    theta: np.ndarray      # [N, M] standardised labels
+    converged: np.ndarray  # [N] bool
+    n_iter: np.ndarray     # [N]
+    model: np.ndarray      # [N, P] standardised model flux at theta
+    hessian: np.ndarray    # [N, M, M] Gauss-Newton Hessian
+    chi2: np.ndarray       # [N]
 
 
 # ----------------------------------------------------------------------------- model
@@ -426,7 +134,7 @@ class SLAM(LabelMethod):
         (or the chi2 gain of an accepted step) is below this: 1e-2 puts the labels within
         0.1 sigma of their formal error of the likelihood maximum.
     compress_tol : prediction carries each gamma group's model on the fewest leading
-        landmarks (half this budget, see ``_fewer_landmarks``) and low-rank factors of the
+        landmarks (half this budget, see ``fewer_landmarks``) and low-rank factors of the
         coefficients (the other half), exact to this RMS fraction of each pixel's model
         scatter sqrt(CV MSE) over the training labels (0 = the full model).
     batch_size : LM slots (stars iterated together) in prediction.
@@ -435,7 +143,36 @@ class SLAM(LabelMethod):
     random_state : seed of the fold assignment.
     """
 
+    name = "SLAM"
     _format = "labelcore-slam"
+    capabilities = frozenset({caps.MODEL_SPECTRA, caps.CODS, caps.LEARNING_CURVES, caps.FIT_QUALITY})
+    curve_tables = ("pixels", "grid")
+    quick_params = {"n_folds": 3}
+    param_spec = {
+        "C_grid": Param("grid", "SVR penalty grid (paper: 10^0 ... 10^2 in steps of 10^0.5)", low=1e-6, high=1e8),
+        "gamma_grid": Param("grid", "RBF width grid in standardised labels (paper: 10^-3 ... 10^-1)",
+                            low=1e-8, high=1e3),
+        "epsilon": Param("float", "SVR tube half-width in standardised flux (paper: 0.05)", low=0.0, high=10.0),
+        "n_folds": Param("int", "k of the k-fold CV of (C, gamma) (paper: 5)", low=2, high=50),
+        "clean": Param("bool", "training-set cleaning of section 4.2 before training"),
+        "clean_sigma": Param("float", "cleaning threshold in residual-scatter units (paper: 4)", low=0.5, high=100),
+        "rank_tol": Param("float", "landmark / Nystroem tolerance (numerical, not in the paper)", low=1e-12,
+                          high=1e-2),
+        "max_rank": Param("int", "most landmarks per gamma", low=1, high=20000),
+        "huber_delta": Param("float", "smoothing of the loss beyond the tube (numerical)", low=1e-6, high=1.0),
+        "n_newton": Param("int", "Newton iterations of the batched SVR solver", low=1, high=500),
+        "refine_tol": Param("float", "close calls re-decided by exact SVRs (0 = off)", low=0.0, high=1.0),
+        "n_jobs": Param("int", "threads of the exact refinement (empty = all cores)", low=1, high=1024,
+                        allow_none=True),
+        "lm_max_iter": Param("int", "Levenberg-Marquardt iteration limit (unconverged stars are flagged)",
+                             low=1, high=10000),
+        "lm_tol": Param("float", "LM convergence: chi2 still to gain", low=1e-8, high=100.0),
+        "compress_tol": Param("float", "prediction model compression, RMS fraction (0 = exact)", low=0.0,
+                              high=0.5),
+        "batch_size": Param("int", "stars iterated together in prediction", low=1, high=65536),
+        "pixel_chunks": Param("int", "pixels as this many dask tasks (1 = here, at once)", low=1, high=100000),
+        "random_state": Param("int", "seed of the fold assignment", low=0, high=2**32 - 1),
+    }
 
     def __init__(self, C_grid=DEFAULT_C, gamma_grid=DEFAULT_GAMMA, epsilon=0.05, n_folds=5,
                  clean=False, clean_sigma=4.0, rank_tol=1e-7, max_rank=1000, huber_delta=1e-3,
@@ -571,7 +308,7 @@ class SLAM(LabelMethod):
     def _fit_fixed(self, x, y, m, C, gidx, gammas):
         """Final per-pixel SVRs on all stars with per-pixel C [J] and gamma index [J].
         Returns (landmarks, coefs, bias): for gamma group g, the landmark labels [m_g, M]
-        and kernel coefficients [m_g, J_g] of its pixels (see :func:`_model_flux`)."""
+        and kernel coefficients [m_g, J_g] of its pixels (see :func:`model_flux`)."""
         J = y.shape[1]
         landmarks, coefs = [], []
         bias = np.zeros(J)
@@ -591,7 +328,7 @@ class SLAM(LabelMethod):
 
     def _flux_std(self, xq):
         """Standardised model flux [S, J] at standardised labels ``xq`` [S, M]."""
-        return _model_flux(xq, self.gammas_, self.gamma_index_, self.landmarks_, self.coefs_, self.bias_)
+        return model_flux(xq, self.gammas_, self.gamma_index_, self.landmarks_, self.coefs_, self.bias_)
 
     def _train_chunk(self, x, ys, m, Cs, gammas, progress=None, frac=(0.0, 1.0)):
         """CV grid, exact refinement of close calls, choice and final fit for a block of
@@ -605,7 +342,7 @@ class SLAM(LabelMethod):
         C = np.asarray(Cs, float)[ci]
         report(progress, frac[1], "SLAM: refitting every pixel on all stars")
         landmarks, coefs, bias = self._fit_fixed(x, ys, m, C, gi, gammas)
-        return mse, md, C, gi, landmarks, coefs, bias, refined
+        return PixelBlock(mse, md, C, gi, landmarks, coefs, bias, refined)
 
     def _train_pixels(self, x, ys, m, Cs, gammas, progress):
         """Train every pixel, in ``pixel_chunks`` independent blocks. One block runs here;
@@ -660,11 +397,12 @@ class SLAM(LabelMethod):
         ys = np.where(bad, 0.0, self.flux_scaler_.transform(np.where(bad, 0.0, f)))
         Cs, gammas = list(self.C_grid), list(self.gamma_grid)
         parts = self._train_pixels(x, ys, m, Cs, gammas, progress)
-        mse, md, C, gi = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        mse, md, C, gi = (np.concatenate([getattr(p, k) for p in parts])
+                          for k in ("cv_mse", "cv_md", "C", "gamma_index"))
         flat = mse.reshape(mse.shape[0], -1)
         best = np.argmin(flat, axis=1)
         self.cv_mse_grid_, self.cv_md_grid_ = mse, md
-        self.cv_refined_grid_ = np.concatenate([p[7] for p in parts])
+        self.cv_refined_grid_ = np.concatenate([p.refined for p in parts])
         self.C_ = C
         self.gamma_ = np.asarray(gammas)[gi]
         self.gamma_index_ = gi
@@ -672,11 +410,11 @@ class SLAM(LabelMethod):
         self.cv_md_ = md.reshape(md.shape[0], -1)[np.arange(flat.shape[0]), best]
         self.landmarks_, self.coefs_ = [], []
         for g in range(len(gammas)):   # landmarks are the same in every chunk (deterministic)
-            have = [p[4][g] for p in parts if p[5][g].size]
+            have = [p.landmarks[g] for p in parts if p.coefs[g].size]
             self.landmarks_.append(have[0] if have else np.zeros((0, x.shape[1])))
-            self.coefs_.append(np.concatenate([p[5][g] for p in parts if p[5][g].size], axis=1)
+            self.coefs_.append(np.concatenate([p.coefs[g] for p in parts if p.coefs[g].size], axis=1)
                                if have else np.zeros((0, 0)))
-        self.bias_ = np.concatenate([p[6] for p in parts])
+        self.bias_ = np.concatenate([p.bias for p in parts])
         self.x_train_ = x
         self.gammas_ = np.asarray(gammas)
         fit = self._flux_std(x)
@@ -688,6 +426,7 @@ class SLAM(LabelMethod):
         self.train_flux_std_ = np.where(m > 0, ys, fit)
         self.train_mask_ = m.astype(bool)
         self._set_label_range(y)
+        self._derived = {}      # caches of what prediction derives from the fitted state
         self.fit_seconds_ = time.perf_counter() - t0
         report(progress, 1.0, "SLAM fitted")
         return self
@@ -702,10 +441,9 @@ class SLAM(LabelMethod):
         pred = np.zeros_like(y)
         for i in range(10):
             tr, te = fold != i, fold == i
-            sub = SLAM(C_grid=(10.0,), gamma_grid=(0.01,), epsilon=self.epsilon, n_folds=2,
-                       rank_tol=self.rank_tol, max_rank=self.max_rank, huber_delta=self.huber_delta,
-                       n_newton=self.n_newton, lm_max_iter=self.lm_max_iter,
-                       batch_size=self.batch_size)
+            # this model's settings, except one mid-grid point, 2 folds, no cleaning, one block
+            sub = clone(self).set_params(C_grid=(10.0,), gamma_grid=(0.01,), n_folds=2, clean=False,
+                                         pixel_chunks=1, refine_tol=0.0)
             sub.fit(np.where(bad[tr], np.nan, f[tr]), y[tr], label_names=self.label_names_)
             pred[te] = sub.predict(np.where(bad[te], np.nan, f[te]))
             report(progress, 0.0, f"SLAM cleaning fold {i + 1}/10")
@@ -732,7 +470,7 @@ class SLAM(LabelMethod):
         n = fs.shape[0]
         for i in range(0, n, chunk):
             idx = np.minimum(np.arange(i, i + chunk), n - 1)        # pad: one compile
-            b = _init_search(jnp.asarray(fs[idx], jnp.float32), jnp.asarray(w[idx], jnp.float32),
+            b = init_search(jnp.asarray(fs[idx], jnp.float32), jnp.asarray(w[idx], jnp.float32),
                              sw, V, C, tf, k)
             best[i:i + chunk] = np.asarray(b)[:min(chunk, n - i)]
         return self.x_train_[best]
@@ -740,25 +478,27 @@ class SLAM(LabelMethod):
     def _init_index(self, rank):
         """PCA coordinates [N, r] of the whitened training spectra, the basis [J, r], the
         whitening sqrt(1/CV MSE) [J] and the training spectra as float32 (cached)."""
-        key = (int(rank), id(self.train_flux_std_))
-        if getattr(self, "_init_cache", (None,))[0] == key:
-            return self._init_cache[1]
+        cache = self.__dict__.setdefault("_derived", {})
+        key = ("init_index", int(rank))
+        if key in cache:
+            return cache[key]
         sw = (1.0 / np.sqrt(self.cv_mse_)).astype(np.float32)
         tf = self.train_flux_std_.astype(np.float32)
         Z = tf * sw
         _, _, vt = np.linalg.svd(Z, full_matrices=False)
         V = np.ascontiguousarray(vt[:rank].T)
         out = tuple(jnp.asarray(a) for a in (Z @ V, V, sw, tf))
-        self._init_cache = (key, out)
+        cache[key] = out
         return out
 
     def _device_model(self):
         """Pixels in gamma-group order (perm) and the per-group arrays for JAX, with each
         group's coefficients compressed to low rank (``compress_tol``, see
-        :func:`_compress`). Cached: it depends only on the fitted state."""
-        key = (float(self.compress_tol), id(self.coefs_))
-        if getattr(self, "_device_cache", (None,))[0] == key:
-            return self._device_cache[1]
+        :func:`compress_coefficients`). Cached: it depends only on the fitted state."""
+        cache = self.__dict__.setdefault("_derived", {})
+        key = ("device_model", float(self.compress_tol))
+        if key in cache:
+            return cache[key]
         used = [g for g in range(len(self.coefs_)) if np.any(self.gamma_index_ == g)]
         perm = np.concatenate([np.flatnonzero(self.gamma_index_ == g) for g in used])
         Ws, Ls = [], []
@@ -769,17 +509,17 @@ class SLAM(LabelMethod):
                 # half the budget to fewer landmarks, half to the low-rank factors
                 scale = np.sqrt(self.cv_mse_[cols])
                 K = rbf(self.x_train_, L, self.gammas_[g])
-                k, Wk = _fewer_landmarks(K, K @ W, scale, 0.5 * self.compress_tol)
+                k, Wk = fewer_landmarks(K, K @ W, scale, 0.5 * self.compress_tol)
                 if Wk is not None:
                     W, L, K = Wk, L[:k], K[:, :k]
                 Ws.append(tuple(jnp.asarray(a, jnp.float32)
-                                for a in _compress(W, K @ W, scale, 0.5 * self.compress_tol)))
+                                for a in compress_coefficients(W, K @ W, scale, 0.5 * self.compress_tol)))
             else:
                 Ws.append((jnp.asarray(W, jnp.float32),))
             Ls.append(jnp.asarray(L, jnp.float32))
         dev = (perm, tuple(jnp.float32(self.gammas_[g]) for g in used), tuple(Ls), tuple(Ws),
                jnp.asarray(self.bias_[perm], jnp.float32))
-        self._device_cache = (key, dev)
+        cache[key] = dev
         return dev
 
     def _solve_batched(self, theta0, fs, w, n_steps=2):
@@ -789,7 +529,7 @@ class SLAM(LabelMethod):
         slowest star of a batch converges. The queue starts with the least informative
         (lowest S/N, slowest) spectra, and once it is empty the last few stars move to a
         batch 8x smaller. Returns (theta, converged, n_evaluations, model flux [N, J] in
-        pixel order, GN Hessian [N, M, M], chi2 [N]), all at the solution (:func:`_lm_chunk`)."""
+        pixel order, GN Hessian [N, M, M], chi2 [N]), all at the solution (:func:`lm_chunk`)."""
         n, M = theta0.shape
         perm, gams, Ls, Ws, bias = self._device_model()
         fp = np.ascontiguousarray(fs[:, perm], np.float32)
@@ -798,7 +538,7 @@ class SLAM(LabelMethod):
         queue = np.argsort(wp.sum(1), kind="stable")
         B = int(max(1, min(int(self.batch_size), n)))
         z = lambda *shape, dt=np.float32: np.zeros((B, *shape), dt)  # noqa: E731
-        st = _LMState(theta=z(M), step=z(M), lam=z(), done=np.ones(B, bool), conv=z(dt=bool),
+        st = LMState(theta=z(M), step=z(M), lam=z(), done=np.ones(B, bool), conv=z(dt=bool),
                       nit=z(dt=np.int32), fresh=z(dt=bool), mod=z(J), jac=z(M, J), H=z(M, M), chi2=z(),
                       ks=tuple(z(L.shape[0]) for L in Ls))
         fb = np.zeros((B, J), np.float32)
@@ -839,14 +579,14 @@ class SLAM(LabelMethod):
                 keep = np.concatenate([active, np.flatnonzero(slot < 0)])[:B]
                 st = jax.tree_util.tree_map(lambda a, keep=keep: np.asarray(a)[keep], st)
                 fb, wb, slot = fb[keep], wb[keep], slot[keep]
-            res = _lm_chunk(st, fb, wb, bias, gams, Ls, Ws, n_steps, int(self.lm_max_iter), float(self.lm_tol))
+            res = lm_chunk(st, fb, wb, bias, gams, Ls, Ws, n_steps, int(self.lm_max_iter), float(self.lm_tol))
             # the small per-slot arrays come back to the host for the slot bookkeeping; the
             # model, Jacobian and kernel values stay on the device (a fresh slot overwrites them)
             st = res._replace(**{f: np.array(getattr(res, f))
-                                 for f in _LMState._fields if f not in ("mod", "jac", "ks")})
+                                 for f in LMState._fields if f not in ("mod", "jac", "ks")})
         model = np.empty((n, J), np.float32)
         model[:, perm] = out_mod + np.asarray(bias)[None, :]
-        return out_theta, out_conv, out_nit, model, out_H, out_c2
+        return LMSolution(out_theta, out_conv, out_nit, model, out_H, out_c2)
 
     def _evaluate_at(self, theta, fs, w):
         """The prediction model (compressed, float32) at standardised labels ``theta``:
@@ -861,7 +601,7 @@ class SLAM(LabelMethod):
         for a in range(0, n, B):
             idx = np.minimum(np.arange(a, a + B), n - 1)   # pad the last batch (one compile)
             k = min(B, n - a)
-            m_, h_, c_ = _evaluate(jnp.asarray(theta[idx], jnp.float32), jnp.asarray(fs[idx][:, perm], jnp.float32),
+            m_, h_, c_ = evaluate_at(jnp.asarray(theta[idx], jnp.float32), jnp.asarray(fs[idx][:, perm], jnp.float32),
                                    jnp.asarray(w[idx][:, perm], jnp.float32), bias, gams, Ls, Ws)
             mod[a:a + k, perm] = np.asarray(m_, np.float64)[:k]
             H[a:a + k] = np.asarray(h_, np.float64)[:k]
@@ -883,12 +623,15 @@ class SLAM(LabelMethod):
             w = 1.0 / ((e.astype(np.float32) / std) ** 2 + cv)
         return fs, w, bad
 
-    def predict_details(self, flux, *, flux_err=None):
-        """Labels, formal errors, convergence flags, iterations, chi2, fit RMSE per star."""
+    def likelihood_fit(self, flux, *, flux_err=None) -> dict:
+        """The maximum-likelihood solution in full: ``labels``, ``errors``, ``converged``,
+        ``n_iter``, ``chi2`` (eq. 8), ``chi2_reduced`` (per good pixel less the labels),
+        ``rmse`` of the fit in flux units and the ``initial`` guesses, per star."""
         self._check_fitted()
         fs, w, bad = self._likelihood_inputs(flux, flux_err)
         theta0 = self._initial_guess(fs, w)
-        theta, conv, nit, model, H, c2 = self._solve_batched(theta0, fs, w)
+        sol = self._solve_batched(theta0, fs, w)
+        theta, conv, nit, model, H, c2 = sol
         M = theta.shape[1]
         cov = np.linalg.pinv(H + 1e-12 * np.eye(M))
         err = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
@@ -901,18 +644,27 @@ class SLAM(LabelMethod):
             "converged": conv,
             "n_iter": nit,
             "chi2": c2,
+            "chi2_reduced": c2 / np.maximum((~bad).sum(1) - M, 1),
             "rmse": rmse,
             "initial": self.label_scaler_.inverse(theta0),
         }
 
+    def predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
+        """Labels, formal errors and fit quality per star: ``converged``, ``n_iter``,
+        ``chi2_reduced`` and ``rmse`` (see :meth:`likelihood_fit`)."""
+        d = self.likelihood_fit(flux, flux_err=flux_err)
+        return Prediction(d["labels"], d["errors"],
+                          {k: d[k] for k in ("converged", "n_iter", "chi2_reduced", "rmse")})
+
     def predict(self, flux, *, flux_err=None, photometry=None, return_std=False):
         """Maximum-likelihood labels [N, M] (eq. 8); with ``return_std`` also the formal
         1-sigma errors from the LM covariance. Convergence flags: :meth:`predict_details`."""
-        d = self.predict_details(flux, flux_err=flux_err)
+        d = self.likelihood_fit(flux, flux_err=flux_err)
         return (d["labels"], d["errors"]) if return_std else d["labels"]
 
-    def model_spectra(self, labels) -> np.ndarray:
-        """The SLAM model flux (physical units) for given labels [N, M]."""
+    def predict_spectra(self, labels, *, label_err=None) -> np.ndarray:
+        """The SLAM model flux (physical units) for given labels [N, M] (every label given;
+        ``label_err`` is not used: the model is a deterministic function of the labels)."""
         self._check_fitted()
         y, _, _ = self._label_arrays(labels, None, self.label_names_, allow_missing=False)
         xs = self.label_scaler_.transform(y)
@@ -920,44 +672,34 @@ class SLAM(LabelMethod):
         return self.flux_scaler_.inverse(fs)
 
     # ----------------------------------------------------------------- CODs
-    def cods(self, flux, labels, *, progress=None):
-        """Coefficients of dependence (section 6, eqs. 12-13) on a training set.
-
-        COD_full = 1 - MSE_full (k-fold CV MSE with every label, at each pixel's chosen
-        (C, gamma)); COD(l) = COD_full (MSE_l - MSE_full) / sum_l (MSE_l - MSE_full) with
-        MSE_l from leave-one-label-out training at the same per-pixel hyper-parameters.
-        Returns {"full": [P], <label>: [P], ...}; pixels where no label matters get 0."""
+    def cods(self, flux, labels, *, progress=None) -> dict[str, np.ndarray]:
+        """Coefficients of dependence (section 6, eqs. 12-13) on a training set; see
+        :func:`labelcore.methods.slam.cods.cods`."""
         self._check_fitted()
-        f, _, bad = self._flux_arrays(flux, None, n_pixels=self.n_pixels_)
-        y, _, _ = self._label_arrays(labels, None, self.label_names_, n=f.shape[0], allow_missing=False)
-        m = (~bad).astype(float)
-        x = self.label_scaler_.transform(y)
-        ys = np.where(bad, 0.0, self.flux_scaler_.transform(f))
+        return slam_cods(self, flux, labels, progress=progress)
 
-        def cv_mse(xx):
-            n = xx.shape[0]
-            k = int(self.n_folds)
-            fold = np.random.default_rng(self.random_state).permutation(np.arange(n) % k)
-            sse = np.zeros(ys.shape[1])
-            for i in range(k):
-                tr, te = fold != i, fold == i
-                lm, co, bias = self._fit_fixed(xx[tr], ys[tr], m[tr], self.C_, self.gamma_index_,
-                                               list(self.gammas_))
-                pred = _model_flux(xx[te], self.gammas_, self.gamma_index_, lm, co, bias)
-                sse += (((pred - ys[te]) * m[te]) ** 2).sum(0)
-            return sse / np.maximum(m.sum(0), 1)
-
-        full = cv_mse(x)
-        out = {"full": np.clip(1.0 - full, 0.0, 1.0)}
-        losses = []
-        M = x.shape[1]
-        for j in range(M):
-            losses.append(np.maximum(cv_mse(np.delete(x, j, axis=1)) - full, 0.0))
-            report(progress, (j + 1) / M, f"COD: leave out {self.label_names_[j]}")
-        tot = np.sum(losses, axis=0)
-        for j, name in enumerate(self.label_names_):
-            out[name] = np.where(tot > 0, out["full"] * losses[j] / np.where(tot > 0, tot, 1), 0.0)
-        return out
+    # ----------------------------------------------------------------- diagnostics
+    def learning_curves(self) -> dict:
+        """Zhang 2020 sections 2.2 and 3.3 as tables: ``pixels`` (pixel, wave, the chosen
+        C and gamma, cv_mse, cv_md, mse, md) and ``grid`` (pixel, wave, C, gamma, cv_mse,
+        cv_md, refined, chosen: every grid point of every pixel)."""
+        self._check_fitted()
+        J = self.n_pixels_
+        w = np.asarray(self.wave_, float) if self.wave_ is not None else np.arange(J, dtype=float)
+        pix = pd.DataFrame({"pixel": np.arange(J), "wave": w, "C": self.C_, "gamma": self.gamma_,
+                            "cv_mse": self.cv_mse_, "cv_md": self.cv_md_, "mse": self.mse_, "md": self.md_})
+        g = np.asarray(self.cv_mse_grid_)           # [J, n_C, n_gamma]
+        nc, ng = g.shape[1], g.shape[2]
+        Cs, gams = np.asarray(self.C_grid, float), np.asarray(self.gammas_, float)
+        flat = g.reshape(J, -1)
+        chosen = np.zeros(flat.shape, bool)
+        chosen[np.arange(J), np.nanargmin(flat, axis=1)] = True
+        grid = pd.DataFrame({"pixel": np.repeat(np.arange(J), nc * ng), "wave": np.repeat(w, nc * ng),
+                             "C": np.tile(np.repeat(Cs, ng), J), "gamma": np.tile(np.tile(gams, nc), J),
+                             "cv_mse": g.ravel(), "cv_md": np.asarray(self.cv_md_grid_).ravel(),
+                             "refined": np.asarray(self.cv_refined_grid_, bool).ravel(),
+                             "chosen": chosen.ravel()})
+        return {"pixels": pix, "grid": grid}
 
     # ----------------------------------------------------------------- persistence
     def _state(self):
@@ -995,3 +737,4 @@ class SLAM(LabelMethod):
         self.landmarks_ = [a[f"landmarks_{g}"] for g in range(meta["n_gamma"])]
         self.coefs_ = [a[f"coef_{g}"] for g in range(meta["n_gamma"])]
         self.wave_ = a.get("wave")
+        self._derived = {}

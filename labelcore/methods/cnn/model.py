@@ -40,216 +40,25 @@ while it no longer changes. Larger ensembles are trained as several such models.
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
+import pandas as pd
 
 from labelcore.errors import ValidationError
+from labelcore.methods import capabilities as caps
 from labelcore.methods.base import LabelMethod, report
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _keras():
-    import keras
-
-    return keras
-
-
-def _group_conv_layer():
-    keras = _keras()
-    from keras import ops
-
-    if "GroupConv1D" in _CACHE:
-        return _CACHE["GroupConv1D"]
-
-    @keras.saving.register_keras_serializable(package="labelcore")
-    class GroupConv1D(keras.layers.Layer):
-        """``members`` independent Conv1D layers (``cin`` -> ``filters``, valid padding,
-        ReLU) on the channel blocks of one tensor [N, L, members * cin] -> [N, L',
-        members * filters]: a grouped convolution. Weights carry the member axis first:
-        kernel [members, k, cin, filters], bias [members, filters].
-
-        How it is computed (measured on the 2-core CPU, forward + backward, 20 members,
-        batch 64, ~890 pixels): TensorFlow's grouped ``Conv1D`` is ~75x slower than dense
-        convolutions, and a depthwise convolution followed by a channel sum ~3x slower.
-        So each ``group_size`` consecutive members share one ordinary convolution whose
-        kernel is block-diagonal (member e's block is its own kernel, the rest zeros,
-        assembled in the graph, so gradients reach only the member kernels): fewer, larger
-        oneDNN convolutions. Measured for a whole 20-member training step (Adam), with
-        members per convolution in (conv2, conv3): (1, 1) 145 ms, (2, 2) 126 ms, (2, 4)
-        121 ms, (4, 4) 125 ms, (2, 5) 122 ms; so conv2 uses 2 and conv3 4. The member
-        blocks are cut with one ``split`` (per-block slices cost ~60 % more). The
-        arithmetic is that of separate convolutions (the zeros add nothing)."""
-
-        def __init__(self, members, cin, filters, kernel_size, kernel_initializer=None, group_size=1,
-                     **kwargs):
-            super().__init__(**kwargs)
-            self.members, self.cin, self.filters = int(members), int(cin), int(filters)
-            self.kernel_size = int(kernel_size)
-            self.group_size = max(1, min(int(group_size), self.members))
-            self.kernel_initializer = keras.initializers.get(kernel_initializer or "glorot_uniform")
-
-        def build(self, input_shape):
-            self.kernel = self.add_weight(shape=(self.members, self.kernel_size, self.cin, self.filters),
-                                          initializer=self.kernel_initializer, name="kernel")
-            self.bias = self.add_weight(shape=(self.members, self.filters), initializer="zeros", name="bias")
-
-        def call(self, x):
-            G, cin, f, k = self.group_size, self.cin, self.filters, self.kernel_size
-            starts = list(range(0, self.members, G))
-            sizes = [min(G, self.members - a) for a in starts]
-            parts = (ops.split(x, [a * cin for a in starts[1:]], axis=-1) if len(starts) > 1 else [x])
-            kern = (ops.split(self.kernel, starts[1:], axis=0) if len(starts) > 1 else [self.kernel])
-            bias = (ops.split(self.bias, starts[1:], axis=0) if len(starts) > 1 else [self.bias])
-            out = []
-            for xa, w, b, g in zip(parts, kern, bias, sizes, strict=True):
-                if g > 1:   # block-diagonal [k, g*cin, g*f]
-                    w = ops.reshape(ops.einsum("gkcf,gh->kgchf", w, ops.eye(g, dtype=w.dtype)), (k, g * cin, g * f))
-                else:
-                    w = w[0]
-                out.append(ops.conv(xa, w, strides=1, padding="valid") + ops.reshape(b, (-1,)))
-            return ops.relu(ops.concatenate(out, axis=-1) if len(out) > 1 else out[0])
-
-        def compute_output_shape(self, input_shape):
-            L = None if input_shape[1] is None else input_shape[1] - self.kernel_size + 1
-            return (input_shape[0], L, self.members * self.filters)
-
-        def get_config(self):
-            return {**super().get_config(), "members": self.members, "cin": self.cin,
-                    "filters": self.filters, "kernel_size": self.kernel_size, "group_size": self.group_size,
-                    "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
-
-    _CACHE["GroupConv1D"] = GroupConv1D
-    return GroupConv1D
-
-
-_CACHE: dict = {}
-
-
-def build_ensemble_model(n_pixels, n_labels, n_members, n_phot=0, dense_units=(64, 32),
-                         dropout=0.2, seed=0):
-    """The batched ensemble: inputs ([N, P, E] spectra, optionally [N, E, n_phot]).
-
-    The convolutions are grouped (member m's filters see only member m's channels, see
-    :class:`GroupConv1D`); the dense layers are ``EinsumDense`` with a member axis."""
-    keras = _keras()
-    from keras import layers
-
-    GroupConv1D = _group_conv_layer()
-    E = int(n_members)
-    init = lambda k: keras.initializers.RandomUniform(-0.05, 0.05, seed=seed * 1000 + k)  # noqa: E731
-    xin = keras.Input((n_pixels, E), name="spectra")
-    # first layer: one input channel per member, so the grouped convolution *is* a
-    # depthwise one (multiplier 8), TensorFlow's fastest kernel for it
-    h = layers.DepthwiseConv1D(10, depth_multiplier=8, activation="relu", depthwise_initializer=init(0),
-                               name="conv1")(xin)
-    h = GroupConv1D(E, 8, 4, 10, kernel_initializer=init(1), group_size=2, name="conv2")(h)
-    h = GroupConv1D(E, 4, 2, 10, kernel_initializer=init(2), group_size=4, name="conv3")(h)
-    h = layers.Dropout(dropout, seed=seed, name="dropout")(h)
-    L = h.shape[1]
-    h = layers.Reshape((L, E, 2))(h)
-    h = layers.Permute((2, 1, 3))(h)
-    h = layers.Reshape((E, L * 2), name="flatten")(h)
-    inputs = [xin]
-    if n_phot:
-        pin = keras.Input((E, n_phot), name="photometry")
-        inputs.append(pin)
-        p = layers.EinsumDense("nef,efh->neh", output_shape=(E, 27), bias_axes="eh", activation="relu",
-                               kernel_initializer=init(10), name="phot27")(pin)
-        h = layers.Concatenate(axis=-1)([h, p])
-    for k, u in enumerate(dense_units):
-        h = layers.EinsumDense("nef,efh->neh", output_shape=(E, u), bias_axes="eh", activation="relu",
-                               kernel_initializer=init(20 + k), name=f"dense{k + 1}")(h)
-    out = layers.EinsumDense("nef,efh->neh", output_shape=(E, n_labels), bias_axes="eh",
-                             kernel_initializer=init(30), name="labels")(h)
-    return keras.Model(inputs if len(inputs) > 1 else xin, out)
-
-
-def _member_slices(model, E):
-    """(variable, axis, per-member size) for every weight: how to cut out one member. The
-    depthwise first layer has kernel [k, E, 8] and bias [E * 8]; every other layer keeps
-    the member axis first."""
-    out = []
-    for layer in model.layers:
-        for v in layer.weights:
-            if layer.__class__.__name__ == "DepthwiseConv1D":
-                out.append((v, 1, 1) if len(v.shape) == 3 else (v, 0, v.shape[0] // E))
-            else:
-                out.append((v, 0, 1))
-    return out
-
-
-def masked_mse(y_true, y_pred):
-    """MSE over present labels; y_true = [values, mask] along the last axis."""
-    from keras import ops
-
-    m = y_pred.shape[-1]
-    y, w = y_true[..., :m], y_true[..., m:]
-    return ops.sum(w * (y_pred - y) ** 2) / ops.maximum(ops.sum(w), 1.0)
-
-
-def _member_loss_metric(E):
-    """Per-member training loss over an epoch, computed inside the compiled training step
-    (a Keras metric with a [members] state): the learning curves' train loss at no extra
-    cost, with Keras' usual meaning (mean over the epoch's batches, dropout active)."""
-    keras = _keras()
-    from keras import ops
-
-    class MemberLoss(keras.metrics.Metric):
-        def __init__(self, members, name="member_loss", **kwargs):
-            super().__init__(name=name, **kwargs)
-            self.sse = self.add_variable(shape=(members,), initializer="zeros", name="sse")
-            self.cnt = self.add_variable(shape=(members,), initializer="zeros", name="cnt")
-
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            m = y_pred.shape[-1]
-            y, w = y_true[..., :m], y_true[..., m:]
-            self.sse.assign_add(ops.sum(w * (y_pred - y) ** 2, axis=(0, 2)))
-            self.cnt.assign_add(ops.sum(w, axis=(0, 2)))
-
-        def result(self):
-            return self.sse / ops.maximum(self.cnt, 1.0)
-
-        def reset_state(self):
-            self.sse.assign(ops.zeros(self.sse.shape, dtype=self.sse.dtype))
-            self.cnt.assign(ops.zeros(self.cnt.shape, dtype=self.cnt.dtype))
-
-    return MemberLoss(E)
-
-
-def _make_dataset(X, P, Y, W, train_idx, batch_size, seed):
-    keras = _keras()
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.train_idx = train_idx          # [E, n_train]
-            self.perm = self._shuffle()
-
-        def _shuffle(self):
-            return np.stack([self.rng.permutation(t) for t in self.train_idx])
-
-        def __len__(self):
-            return math.ceil(self.train_idx.shape[1] / batch_size)
-
-        def __getitem__(self, i):
-            idx = self.perm[:, i * batch_size:(i + 1) * batch_size]       # [E, B]
-            x = np.transpose(X[idx], (1, 2, 0))                           # [B, P, E]
-            yt = np.concatenate([Y[idx], W[idx]], axis=-1).transpose(1, 0, 2)  # [B, E, 2M]
-            if P is None:
-                return x, yt
-            return (x, np.transpose(P[idx], (1, 0, 2))), yt
-
-        def on_epoch_end(self):
-            self.perm = self._shuffle()
-
-    return Batches()
+from labelcore.methods.cnn.network import (
+    _group_conv_layer,
+    _keras,
+    _member_loss_metric,
+    build_ensemble_model,
+    masked_mse,
+)
+from labelcore.methods.cnn.training import _EnsembleStopper, _make_dataset
+from labelcore.methods.params import Param
 
 
 class CNN(LabelMethod):
@@ -280,7 +89,53 @@ class CNN(LabelMethod):
         Seed of initialisations, test splits and data order.
     """
 
+    name = "CNN"
     _format = "labelcore-cnn"
+    capabilities = frozenset({caps.PHOTOMETRY, caps.LEARNING_CURVES, caps.LIVE_CURVES})
+    curve_tables = ("epochs", "members")
+    quick_params = {"n_members": 10, "max_epochs": 60, "patience": 10}
+    param_spec = {
+        "n_members": Param("int", "ensemble size (paper: 100)", low=1, high=2000),
+        "drop_fraction": Param("float", "fraction of members with the worst final test loss dropped (paper: 0.2)",
+                               low=0.0, high=0.9),
+        "test_fraction": Param("float", "each member's early-stopping test set (paper: 0.06)", low=0.01, high=0.5),
+        "patience": Param("int", "early-stopping patience in epochs (paper: 40)", low=1, high=10000),
+        "restore_best_weights": Param("bool", "keep each member's best-epoch weights (paper: stop-time weights)"),
+        "max_epochs": Param("int", "epoch limit (the paper's runs stop before 120)", low=1, high=100000),
+        "batch_size": Param("int", "mini-batch size", low=1, high=65536),
+        "learning_rate": Param("float", "Adam learning rate", low=1e-7, high=1.0),
+        "dense_units": Param("grid", "neurons of the two dense layers (not given in the paper)", low=1,
+                             high=8192, integer_items=True, max_items=8),
+        "dropout": Param("float", "dropout after the convolutions (paper: 0.2)", low=0.0, high=0.95),
+        "members_per_model": Param("int", "members trained together in one batched Keras model", low=1,
+                                   high=200),
+        "use_dask": Param("bool", "train blocks of members as dask tasks (a cluster pays off)"),
+        "random_state": Param("int", "seed of initialisations, splits and data order", low=0, high=2**32 - 1),
+    }
+
+    @property
+    def uses_photometry(self) -> bool:
+        """True when the model was fitted with photometry (it then needs it to predict)."""
+        return bool(getattr(self, "n_phot_", 0))
+
+    def learning_curves(self) -> dict:
+        """Guiglion 2020 Fig. 5 as tables: ``epochs`` (member, epoch, train_loss,
+        test_loss, test_mae, kept) and ``members`` (member, stop_epoch, final_test_loss,
+        kept, loss_cut: the percentile cut of the final test loss above which members are
+        dropped)."""
+        self._check_fitted()
+        lc = self.learning_curves_
+        n_mem, n_ep = lc["test_loss"].shape
+        kept = np.asarray(self.kept_members_, bool)
+        ep = pd.DataFrame({"member": np.repeat(np.arange(n_mem), n_ep),
+                           "epoch": np.tile(np.arange(1, n_ep + 1), n_mem),
+                           **{k: np.asarray(v, float).ravel() for k, v in lc.items()},
+                           "kept": np.repeat(kept, n_ep)})
+        ep = ep[np.isfinite(ep["test_loss"])].reset_index(drop=True)
+        mem = pd.DataFrame({"member": np.arange(n_mem), "stop_epoch": np.asarray(self.stop_epoch_),
+                            "final_test_loss": np.asarray(self.final_test_loss_, float), "kept": kept,
+                            "loss_cut": float(self.loss_cut_)})
+        return {"epochs": ep, "members": mem}
 
     def __init__(self, n_members=100, drop_fraction=0.2, test_fraction=0.06, patience=40,
                  restore_best_weights=False, max_epochs=300, batch_size=64, learning_rate=1e-3,
@@ -372,7 +227,6 @@ class CNN(LabelMethod):
             done += E
         dims = (f.shape[1], y.shape[1])
         if self.use_dask and len(blocks) > 1:
-            import dask
 
             report(progress, 0.0, f"CNN: {len(blocks)} ensemble blocks as dask tasks")
             tasks = [dask.delayed(self._fit_block_portable)(X, p, Yn, W, tr, te, off, E_total, dims)
@@ -439,8 +293,6 @@ class CNN(LabelMethod):
         may call it): a DataFrame member, epoch, train_loss, test_loss, test_mae, training
         (False once the member has stopped). None before any epoch. Blocks trained on dask
         workers appear only when ``fit`` ends."""
-        import pandas as pd
-
         cbs = [*getattr(self, "_stoppers", [])]
         live = getattr(self, "_training_block", None)
         if live is not None:
@@ -490,7 +342,7 @@ class CNN(LabelMethod):
         if cache.get(k, (None,))[0] is net:
             return cache[k][1]
         keras = _keras()
-        from keras import layers
+        layers = _keras().layers
 
         E = net.output.shape[1]
         kern, bias = (np.asarray(w) for w in net.get_layer("conv1").get_weights())  # [10, E, 8], [E*8]
@@ -568,114 +420,3 @@ class CNN(LabelMethod):
                         for k in range(self._n_models)]
 
 
-def _keras_callback_base():
-    return _keras().callbacks.Callback
-
-
-class _EnsembleStopper:
-    """Per-member early stopping, freezing and learning curves (a Keras callback).
-
-    Every epoch it records, per member, the training loss (the epoch mean of the training
-    batches, from :func:`_member_loss_metric`) and the test loss and MAE on the member's
-    own test rows (inference mode), and stops a member whose test loss has not improved
-    for ``patience`` epochs."""
-
-    def __new__(cls, *args, **kwargs):
-        base = _keras_callback_base()
-        klass = type("EnsembleStopper", (cls, base), {})
-        obj = base.__new__(klass)
-        return obj
-
-    def __init__(self, owner, model, E, X, P, Y, W, train_idx, test_idx, progress, offset, total):
-        _keras_callback_base().__init__(self)
-        self.owner, self.net, self.E = owner, model, E
-        self.X, self.P, self.Y, self.W = X, P, Y, W
-        self.train_idx, self.test_idx = train_idx, test_idx
-        self.progress, self.offset, self.total = progress, offset, total
-        self.slices = _member_slices(model, E)
-        self.best = np.full(E, np.inf)
-        self.wait = np.zeros(E, int)
-        self.active = np.ones(E, bool)
-        self.stop_epoch = np.zeros(E, int)
-        self.final_test = np.full(E, np.nan)
-        self.frozen = {}
-        self.best_w = {}
-        self.curves = {"train_loss": [[] for _ in range(E)], "test_loss": [[] for _ in range(E)],
-                       "test_mae": [[] for _ in range(E)]}
-
-    def _member_get(self, e):
-        out = []
-        for v, axis, size in self.slices:
-            a = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-            out.append(np.take(a, range(e * size, (e + 1) * size), axis=axis).copy())
-        return out
-
-    def _members_set(self, weights_by_member):
-        if not weights_by_member:
-            return
-        for i, (v, axis, size) in enumerate(self.slices):
-            a = np.array(v.numpy())
-            for e, ws in weights_by_member.items():
-                idx = [slice(None)] * a.ndim
-                idx[axis] = slice(e * size, (e + 1) * size)
-                a[tuple(idx)] = ws[i]
-            v.assign(a)
-
-    def _predict(self, rows):
-        """Predictions of member e on rows[e] (rows [E, R]) -> [E, R, M]."""
-        x = np.transpose(self.X[rows], (1, 2, 0))
-        inp = x if self.P is None else (x, np.transpose(self.P[rows], (1, 0, 2)))
-        out = []
-        for a in range(0, x.shape[0], 1024):
-            sl = slice(a, a + 1024)
-            ib = inp[sl] if self.P is None else (inp[0][sl], inp[1][sl])
-            out.append(np.asarray(self.net.predict_on_batch(ib)))   # compiled, not eager
-        return np.concatenate(out).transpose(1, 0, 2)  # [E, R, M]
-
-    def _loss(self, rows):
-        pred = self._predict(rows)
-        y, w = self.Y[rows], self.W[rows]
-        sw = np.maximum(w.sum(axis=(1, 2)), 1)
-        mse = (w * (pred - y) ** 2).sum(axis=(1, 2)) / sw
-        mae = (w * np.abs(pred - y)).sum(axis=(1, 2)) / sw
-        return mse, mae
-
-    def on_epoch_end(self, epoch, logs=None):
-        test, mae = self._loss(self.test_idx)
-        train = np.asarray(logs["member_loss"], float)   # epoch mean, from the training step
-        for e in np.flatnonzero(self.active):
-            self.curves["train_loss"][e].append(float(train[e]))
-            self.curves["test_loss"][e].append(float(test[e]))
-            self.curves["test_mae"][e].append(float(mae[e]))
-            if test[e] < self.best[e]:
-                self.best[e] = test[e]
-                self.wait[e] = 0
-                if self.owner.restore_best_weights:
-                    self.best_w[e] = self._member_get(e)
-            else:
-                self.wait[e] += 1
-            if self.wait[e] >= self.owner.patience:
-                self.active[e] = False
-                self.stop_epoch[e] = epoch + 1
-                self.final_test[e] = test[e]
-                self.frozen[e] = self.best_w.get(e) if self.owner.restore_best_weights else self._member_get(e)
-                if self.owner.restore_best_weights:
-                    self.final_test[e] = self.best[e]
-        # frozen members are written back to their stop-time weights
-        self._members_set(self.frozen)
-        done = (~self.active).sum() + self.active.sum() * (epoch + 1) / self.owner.max_epochs
-        frac = (self.offset + done) / self.total
-        report(self.progress, min(frac, 0.999),
-               f"CNN epoch {epoch + 1}: {int(self.active.sum())}/{self.E} members training")
-        if not self.active.any():
-            self.model.stop_training = True
-
-    def finish(self):
-        ep = max(len(c) for c in self.curves["test_loss"])
-        for e in np.flatnonzero(self.active):  # reached max_epochs
-            self.stop_epoch[e] = ep
-            self.final_test[e] = self.curves["test_loss"][e][-1]
-            if self.owner.restore_best_weights and e in self.best_w:
-                self.frozen[e] = self.best_w[e]
-                self.final_test[e] = self.best[e]
-        self._members_set(self.frozen)
