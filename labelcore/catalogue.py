@@ -4,8 +4,9 @@ spectra file, written as a label catalogue (Parquet) in bounded memory.
 The catalogue has one row per spectrum: ``obs_id``, the file's per-spectrum metadata (S/N,
 RV, ``source_id``, ...), and per label ``<name>``, ``<name>_err`` (the method's 1-sigma
 error: ensemble spread for the CNN, formal errors for SLAM and Lux) and ``<name>_flag``
-(1 outside the training label range, :meth:`boundary_flags`). SLAM adds ``converged`` and
-``chi2`` from :meth:`SLAM.predict_details`.
+(1 outside the training label range, :meth:`boundary_flags`). A method with per-star fit
+quality (capability ``fit_quality``) adds its columns from ``predict_details`` (e.g.
+``chi2_reduced``; SLAM also ``converged``, ``n_iter``, ``rmse``).
 
 Choices
 -------
@@ -25,27 +26,19 @@ Choices
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from labelcore.data.io import atomic_path, read_spectra, spectra_info
 from labelcore.errors import ValidationError
-
-
-def load_model(path):
-    """A saved model of any method (the class is read from the folder's ``params.json``)."""
-    from labelcore.runs import Run, method_class
-
-    path = Path(path)
-    if (path / "config.json").exists():          # a run folder
-        return Run(path).model()
-    try:
-        doc = json.loads((path / "params.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValidationError(f"{path}: not a saved labelcore model ({exc})") from exc
-    return method_class(doc.get("class")).load(path)
+from labelcore.methods import load_model
+from labelcore.prep.photometry import photometry_matrix
+from labelcore.progress import report
 
 
 def _check_grid(model, wave, path):
@@ -61,8 +54,6 @@ def _check_grid(model, wave, path):
 
 def _photometry_rows(photometry: pd.DataFrame | None, ids, meta: pd.DataFrame):
     """[n, 9] CNN photometry for the chunk (NaN rows where incomplete)."""
-    from labelcore.prep.photometry import photometry_matrix
-
     if "obs_id" in photometry.columns:
         tab = photometry.drop_duplicates("obs_id").set_index("obs_id").reindex(np.asarray(ids).astype(str))
     elif "source_id" in photometry.columns and "source_id" in meta.columns:
@@ -75,8 +66,6 @@ def _photometry_rows(photometry: pd.DataFrame | None, ids, meta: pd.DataFrame):
 
 def predict_chunk(model, spectra_path, start: int, stop: int, photometry=None) -> pd.DataFrame:
     """The catalogue rows of spectra ``start:stop`` of ``spectra_path`` (see module doc)."""
-    from labelcore.data.io import read_spectra
-
     if isinstance(model, str | Path):
         model = load_model(model)
     s = read_spectra(spectra_path, slice(start, stop))
@@ -91,9 +80,9 @@ def predict_chunk(model, spectra_path, start: int, stop: int, photometry=None) -
         out[c] = s.meta[c].to_numpy()
     ok = np.ones(n, bool)
     phot = None
-    if type(model).__name__ == "CNN" and getattr(model, "n_phot_", 0):
+    if model.uses_photometry:
         if photometry is None:
-            raise ValidationError("this CNN was trained with photometry: pass photometry= (a table of "
+            raise ValidationError(f"this {model.name} was trained with photometry: pass photometry= (a table of "
                                   "magnitudes, parallax and A_V keyed by obs_id or source_id)")
         phot = _photometry_rows(photometry, s.ids, s.meta)
         ok = np.isfinite(phot).all(axis=1)
@@ -102,13 +91,9 @@ def predict_chunk(model, spectra_path, start: int, stop: int, photometry=None) -
     if ok.any():
         fl, er = flux[ok], (None if err is None else err[ok])
         kw = {} if phot is None else {"photometry": phot[ok]}
-        if hasattr(model, "predict_details"):
-            d = model.predict_details(fl, flux_err=er)
-            yy, ee = d["labels"], d["errors"]
-            extra = {"converged": d["converged"], "chi2": d["chi2"]}
-        else:
-            yy, ee = model.predict(fl, flux_err=er, return_std=True, **kw)
-        y[ok], e[ok] = yy, ee
+        d = model.predict_details(fl, flux_err=er, **kw)
+        y[ok], e[ok] = d.labels, d.errors
+        extra = {k: np.asarray(v) for k, v in d.quality.items()}
     flags = model.boundary_flags(y)
     for j, nm in enumerate(names):
         out[nm] = y[:, j]
@@ -127,12 +112,6 @@ def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, 
     ``out_path`` (Parquet), ``chunk_rows`` spectra at a time. ``model``: a fitted method,
     a saved model folder or a run folder (a folder is needed with ``client``). Returns the
     output path."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from labelcore.data.io import atomic_path, spectra_info
-    from labelcore.progress import report
-
     spectra_path = Path(spectra_path)
     info = spectra_info(spectra_path)
     n = info["n_spectra"]
@@ -143,8 +122,6 @@ def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, 
     if client is not None and not isinstance(model, str | Path):
         raise ValidationError("with a dask client pass the model as a saved folder (workers load it)")
     fitted = load_model(model) if isinstance(model, str | Path) else model
-    import h5py
-
     with h5py.File(spectra_path, "r") as f:
         wave = f["wave"][:]
     _check_grid(fitted, wave, spectra_path)

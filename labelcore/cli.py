@@ -11,36 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+from labelcore._lazy import load
 from labelcore.errors import LabelcoreError
+from labelcore.methods import method_names
 
 
 def _progress(frac, msg):
     print(f"  [{frac * 100:5.1f}%] {msg}", flush=True)
-
-
-def cmd_synth(a) -> int:
-    from labelcore.data.synth.survey import DEFAULT_PARAMS, default_data_dir, ensure_survey, make_survey
-
-    if a.default:
-        t = time.perf_counter()
-        path = ensure_survey(Path(a.out) if a.out else None)
-        print(f"default survey ready at {path} ({time.perf_counter() - t:.1f} s)")
-        return 0
-    out = Path(a.out) if a.out else default_data_dir() / "survey"
-    n_spec = dict(DEFAULT_PARAMS["n_spectra"])
-    for setup in ("rave", "lamost", "apogee"):
-        v = getattr(a, f"n_{setup}")
-        if v is not None:
-            n_spec[setup] = v
-    t = time.perf_counter()
-    info = make_survey(out, n_catalogue=a.n_stars, n_spectra=n_spec, seed=a.seed,
-                       normalised=not a.raw, rest_frame=not a.raw, progress=_progress)
-    dt = time.perf_counter() - t
-    print(f"wrote {out}: {info['n_catalogue']} stars, observations {info['n_observations']}, "
-          f"{info['n_label_survey']} label-survey rows in {dt:.1f} s")
-    for k, v in info["timings"].items():
-        print(f"  {k}: {v:.1f}")
-    return 0
 
 
 def cmd_ingest(a) -> int:
@@ -125,7 +102,7 @@ def _store(a):
 
 
 def cmd_train(a) -> int:
-    from labelcore.runs import JobQueue, execute
+    from labelcore.runs import JobQueue, build_config, execute
 
     if a.config:
         try:
@@ -135,18 +112,14 @@ def cmd_train(a) -> int:
     else:
         if not a.method:
             raise LabelcoreError("give --config FILE or --method with the data options")
-        if a.training_set:
-            data = {"kind": "training_set", "path": a.training_set, "test_fraction": a.test_fraction,
-                    "seed": a.seed}
-        else:
-            data = {"kind": "synthetic", "setup": a.setup, "n_train": a.n_train, "n_test": a.n_test,
-                    "seed": a.seed}
-            if a.labels:
-                data["labels"] = a.labels.split(",")
-        data["photometry"] = a.photometry
-        cfg = {"method": a.method, "params": json.loads(a.params) if a.params else {}, "data": data}
-        if a.name:
-            cfg["name"] = a.name
+        try:
+            params = json.loads(a.params) if a.params else {}
+        except json.JSONDecodeError as exc:
+            raise LabelcoreError(f"--params: not valid JSON ({exc})") from exc
+        cfg = build_config(a.method, params, setup=a.setup, n_train=a.n_train, n_test=a.n_test,
+                           labels=a.labels.split(",") if a.labels else None, training_set=a.training_set,
+                           test_fraction=a.test_fraction, seed=a.seed, photometry=a.photometry, name=a.name,
+                           cods=a.cods)
     store = _store(a)
     run = store.create(cfg)
     print(f"run {run.id} in {store.root}")
@@ -205,6 +178,24 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_demo(a) -> int:
+    from labelcore import settings
+    from labelcore.runs import RunStore, ensure_demo_runs, execute
+
+    store = RunStore(a.store or settings.demo_models_dir())
+    t = time.perf_counter()
+    for run in ensure_demo_runs(store):
+        if run.state == "queued":
+            print(f"training {run.config['name']} ({run.id})", flush=True)
+            execute(run, min_interval=2.0)
+        st = run.status()
+        print(f"  {run.config['name']}: {st['state']} {st.get('error') or st.get('message', '')}")
+        if st["state"] != "done":
+            return 1
+    print(f"demo runs ready in {store.root} ({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labelcore", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -219,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--raw", action="store_true",
                    help="un-normalised, observed-frame spectra (exercise continuum and RV steps)")
-    s.set_defaults(fn=cmd_synth)
+    s.set_defaults(fn=lambda a: load("labelcore.data.synth.cli:cmd_synth")(a))
     g = sub.add_parser("ingest", help="survey spectrum files -> one labelcore spectra file on one grid")
     g.add_argument("loader", help="apogee_apstar, apogee_aspcapstar, lamost_lrs, gaia_rvs, rave_spectrum, "
                                   "galah_spectrum")
@@ -259,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_manifests)
     t = sub.add_parser("train", help="train a method (a run in the run store)")
     t.add_argument("--config", help="run config as JSON (see labelcore.runs)")
-    t.add_argument("--method", choices=["CNN", "SLAM", "Lux"])
+    t.add_argument("--method", choices=method_names())
     t.add_argument("--params", help='hyper-parameters as JSON, e.g. \'{"n_folds": 3}\'')
     t.add_argument("--training-set", help="folder saved by build-training-set (else synthetic data)")
     t.add_argument("--test-fraction", type=float, default=0.2)
@@ -267,9 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-train", type=int, default=1000)
     t.add_argument("--n-test", type=int, default=500)
     t.add_argument("--labels", help="comma-separated label names (synthetic data)")
-    t.add_argument("--photometry", action="store_true", help="CNN: absolute magnitudes + A_V as inputs")
+    t.add_argument("--photometry", action=argparse.BooleanOptionalAction, default=None,
+                   help="absolute magnitudes + A_V as inputs (default: the method's paper; on for the CNN)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--name")
+    t.add_argument("--name", default="")
+    t.add_argument("--cods", action="store_true", help="also compute coefficients of dependence (SLAM)")
     t.add_argument("--store", help="run store folder (default: <data dir>/runs)")
     t.add_argument("--background", action="store_true", help="start as a subprocess and return")
     t.add_argument("--verbose", action="store_true", help="log every progress message")
@@ -287,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--store", help="run store folder (default: <data dir>/runs)")
     pr.add_argument("--verbose", action="store_true")
     pr.set_defaults(fn=cmd_predict)
+    d = sub.add_parser("demo", help="build (or reuse) the Spectra tab's demo runs")
+    d.add_argument("--store", help="demo run store (default: <data dir>/demo_runs)")
+    d.set_defaults(fn=cmd_demo)
     return p
 
 

@@ -10,7 +10,7 @@ from scipy.optimize import curve_fit
 
 from labelcore.constants import SNR_BINS
 from labelcore.errors import ValidationError
-
+from labelcore.methods import capabilities as caps
 
 
 def bias_scatter(pred, truth, names, snr=None, bins=SNR_BINS) -> pd.DataFrame:
@@ -88,3 +88,26 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
     df["S/N"] = snr_bin_labels(df.snr_lo, df.snr_hi)
     df = df[df["n"] > 0]
     return df[["label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
+
+
+def spectrum_fits(model, flux, flux_err=None) -> dict[str, np.ndarray]:
+    """What the Spectra page shows of each spectrum, computed by the core once: the
+    model's ``labels`` and ``errors`` [N, M] and, for a method with model spectra
+    (capability ``model_spectra``), the ``model`` flux at those labels [N, P] and the
+    ``residual`` (observed - model) / sigma [N, P] (observed - model without errors; NaN on
+    bad pixels). Also ``derivative`` [M, P] for a method with derivative spectra."""
+    flux = np.asarray(flux, float)
+    y, e = model.predict(flux, flux_err=flux_err, return_std=True)
+    out = {"labels": np.asarray(y, float), "errors": np.asarray(e, float)}
+    if model.supports(caps.MODEL_SPECTRA):
+        ok = np.isfinite(y).all(axis=1)
+        mod = np.full(flux.shape, np.nan)
+        if ok.any():
+            mod[ok] = model.predict_spectra(y[ok])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = (flux - mod) / np.asarray(flux_err, float) if flux_err is not None else flux - mod
+        out["model"] = mod
+        out["residual"] = np.where(np.isfinite(res), res, np.nan)
+    if model.supports(caps.DERIVATIVE_SPECTRA):
+        out["derivative"] = np.asarray(model.derivative_spectra(), float)
+    return out

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelcore.catalogue import load_model, predict_catalogue
+from labelcore.catalogue import predict_catalogue
+from labelcore.methods import load_model
 from labelcore.data.containers import Spectra
 from labelcore.data.io import read_spectra, read_table, write_spectra
 from labelcore.errors import ValidationError
@@ -46,7 +47,7 @@ def test_catalogue_equals_in_memory_prediction(finished_runs, spectra_file, tmp_
     np.testing.assert_allclose(cat["snr"], d.snr)
     assert (cat["source_id"] == np.arange(700) + 10_000).all()
     if method == "SLAM":
-        assert cat["converged"].mean() > 0.9 and np.isfinite(cat["chi2"]).all()
+        assert cat["converged"].mean() > 0.9 and np.isfinite(cat["chi2_reduced"]).all()
 
 
 def test_cnn_catalogue_with_photometry_table(finished_runs, spectra_file, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from labelcore.errors import ValidationError
 from labelcore.evaluate import bias_scatter
-from labelcore.runs import JobQueue, RunError, RunStore, execute, validate_config
+from labelcore.runs import JobQueue, RunError, RunStore, execute, parse_config
 
 LABELS = ["teff", "logg", "m_h"]
 
@@ -86,17 +86,35 @@ def test_slam_and_cnn_curves_tables(finished_runs):
 
 def test_bad_configs_are_refused_with_the_field_named(tmp_path):
     with pytest.raises(ValidationError, match="method"):
-        validate_config({"method": "XGBoost", "data": synth()})
+        parse_config({"method": "XGBoost", "data": synth()})
     with pytest.raises(ValidationError, match="no hyper-parameter"):
-        validate_config({"method": "SLAM", "params": {"n_fold": 3}, "data": synth()})
+        parse_config({"method": "SLAM", "params": {"n_fold": 3}, "data": synth()})
     with pytest.raises(ValidationError, match=r"\['tef'\] are not labels"):
-        validate_config({"method": "Lux", "data": synth(labels=["tef", "logg"])})
+        parse_config({"method": "Lux", "data": synth(labels=["tef", "logg"])})
     with pytest.raises(ValidationError, match="n_train"):
-        validate_config({"method": "Lux", "data": synth(n_train=0)})
+        parse_config({"method": "Lux", "data": synth(n_train=0)})
     with pytest.raises(ValidationError, match="not a saved training set"):
-        validate_config({"method": "Lux", "data": {"kind": "training_set", "path": str(tmp_path)}})
-    with pytest.raises(ValidationError, match="photometry is an input of the CNN only"):
-        validate_config({"method": "Lux", "data": synth(photometry=True)})
+        parse_config({"method": "Lux", "data": {"kind": "training_set", "path": str(tmp_path)}})
+    with pytest.raises(ValidationError, match="photometry is not an input of Lux"):
+        parse_config({"method": "Lux", "data": synth(photometry=True)})
+    # every hyper-parameter is checked against the method's spec before anything is queued
+    for method, params, what in [("Lux", {"n_latent": "many"}, "'n_latent' must be an integer or one of"),
+                                 ("Lux", {"n_latent": -7}, "'n_latent' must be >= 1"),
+                                 ("Lux", {"omega": float("nan")}, "'omega' must be finite"),
+                                 ("CNN", {"batch_size": 0}, "'batch_size' must be >= 1"),
+                                 ("CNN", {"max_epochs": 1e9}, "'max_epochs' must be <= 100000"),
+                                 ("CNN", {"restore_best_weights": 1}, "must be true or false"),
+                                 ("SLAM", {"C_grid": []}, "'C_grid' must not be empty"),
+                                 ("SLAM", {"n_jobs": 2.5}, "'n_jobs' must be an integer"),
+                                 ("Lux", {"test_prior": "flat"}, "one of \\['latent', 'l2'\\]")]:
+        with pytest.raises(ValidationError, match=what):
+            parse_config({"method": method, "params": params, "data": synth()})
+    # accepted values come back typed as the spec says (JSON numbers, lists -> tuples)
+    ok = parse_config({"method": "SLAM", "params": {"n_jobs": None, "C_grid": [1, 10], "n_folds": 3.0},
+                       "data": synth()})
+    assert ok.params == {"n_jobs": None, "C_grid": [1.0, 10.0], "n_folds": 3}
+    with pytest.raises(ValidationError, match="no field"):
+        parse_config({"method": "Lux", "data": synth(), "paramz": {}})
     store = RunStore(tmp_path)
     with pytest.raises(ValidationError):
         store.create({"method": "Lux", "data": {"kind": "nope"}})
@@ -209,7 +227,7 @@ def test_prediction_run_labels_a_survey_file_and_joins_the_catalogue(finished_ru
     with pytest.raises(ValidationError, match="is not a file"):
         store.create({"task": "predict", "model_run": str(src.path), "spectra": str(tmp_path / "x.h5")})
     with pytest.raises(ValidationError, match="'task'"):
-        validate_config({"task": "evaluate", "method": "Lux", "data": synth()})
+        parse_config({"task": "evaluate", "method": "Lux", "data": synth()})
 
 
 def test_cnn_curves_so_far_grow_during_fit():

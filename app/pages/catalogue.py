@@ -14,13 +14,12 @@ import panel as pn
 import param
 from holoviews.operation.datashader import dynspread, rasterize
 
-from app.pages.runlist import SourceTab
+from app.components import label_title, run_choices
+from app.pages.runlist import SourceTab, as_state
 from labelcore.data.io import write_fits_table
 
 hv.extension("bokeh", logo=False)
 
-LABEL_TITLES = {"teff": "Teff [K]", "logg": "log g [dex]", "m_h": "[M/H] [dex]",
-                "alpha_m": "[α/M] [dex]", "fe_h": "[Fe/H] [dex]"}
 CMAPS = ["viridis", "inferno", "fire", "coolwarm", "kbc", "Spectral_r"]
 #: how the [alpha/M]-[M/H] plane is split into panels: (title, column, lo, hi) per panel
 SPLITS = {
@@ -100,7 +99,7 @@ class CataloguePage(pn.viewable.Viewer):
                       width=450, height=400)
         clabel = "stars per pixel" if self.color_by == "density" else self.color_by
         opts = dict(cmap=self.cmap, colorbar=True, clabel=clabel, tools=["hover", "box_select"],
-                    xlabel=LABEL_TITLES.get(x, x), ylabel=LABEL_TITLES.get(y, y),
+                    xlabel=label_title(x), ylabel=label_title(y),
                     invert_xaxis=invert, invert_yaxis=invert, responsive=True, min_height=380,
                     cnorm="eq_hist" if self.color_by == "density" else "linear",
                     bgcolor="white", default_tools=["pan", "wheel_zoom", "reset", "save"])
@@ -196,22 +195,22 @@ class CatalogueTab(SourceTab):
     Parameters
     ----------
     survey_table : the survey catalogue (shown by default).
-    store : a :class:`labelcore.runs.RunStore` whose prediction runs are offered.
+    state : the app state (or a run store) whose prediction runs are offered.
     """
 
     source_label = "Catalogue"
 
-    def __init__(self, survey_table: pd.DataFrame, store=None, title="Catalogue", **params):
+    def __init__(self, survey_table: pd.DataFrame, state=None, title="Catalogue", **params):
         super().__init__(**params)
-        self.survey_table, self.store, self.title = survey_table, store, title
+        self.state = as_state(state)
+        self.survey_table, self.store, self.title = survey_table, self.state.store, title
+        self.state.param.watch(lambda e: self.refresh(), "runs_version")
         self.refresh()
         self.source = "survey"
         self._show()
 
     def refresh(self):
         """List the finished prediction runs of the store."""
-        from app.store import run_choices
-
         opts = {f"{self.title}": "survey"}
         if self.store is not None:
             opts.update({f"Labels: {k}": v for k, v in run_choices(self.store, "predict").items()})

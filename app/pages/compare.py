@@ -17,15 +17,12 @@ import pandas as pd
 import panel as pn
 import param
 
+from app.components import COLORS, TOOLS, run_choices
 from app.pages.runlist import RunListViewer
-from app.store import run_choices
+from labelcore.constants import SNR_BINS
 from labelcore.evaluate import bias_scatter, snr_bin_labels
 
 hv.extension("bokeh", logo=False)
-
-COLORS = ["#2f5f8a", "#d1495b", "#66a182", "#edae49", "#6a4c93", "#00798c"]
-TOOLS = ["pan", "wheel_zoom", "box_zoom", "reset", "save"]
-SNR_BINS = (0, 20, 40, 60, 100, 150, np.inf)
 
 
 def _data_key(run) -> str:

@@ -1,5 +1,5 @@
 """Learning-curves page: what each finished run learned and how its hyper-parameters were
-chosen, from the tables the core stores with the run (:func:`labelcore.evaluate.learning_curves`).
+chosen, from the tables the core stores with the run (``model.learning_curves()``).
 
 * CNN (Guiglion et al. 2020, Fig. 5): test loss per epoch of every ensemble member, kept and
   dropped members told apart, and the distribution of the final test loss with the cut.
@@ -8,7 +8,8 @@ chosen, from the tables the core stores with the run (:func:`labelcore.evaluate.
 * Lux (Horta et al. 2024, section 4.2 and Appendix A): chi^2 of labels and flux after every
   training step, and the K-fold grid over (P, Omega) with the chosen point.
 Under the plots: bias and scatter per label on the run's held-out stars (overall and per S/N
-bin). UI only: every number is read from the run folder."""
+bin). UI only: every number is read from the run folder. Which plots a run gets is decided
+by the tables its method declares (``curve_tables``), never by the method's name."""
 
 from __future__ import annotations
 
@@ -18,25 +19,17 @@ import pandas as pd
 import panel as pn
 import param
 
+from app.components import DROPPED, KEPT, STOPPED, TOOLS, escape, run_choices, run_label
 from app.pages.runlist import RunListViewer
-from app.store import run_choices
-from labelcore.evaluate import snr_bin_labels
+from labelcore.evaluate import metrics_table
+from labelcore.methods import capabilities as caps
+from labelcore.methods import method_class
 
 hv.extension("bokeh", logo=False)
 
-TOOLS = ["pan", "wheel_zoom", "box_zoom", "reset", "save"]
-KEPT, DROPPED = "#2f5f8a", "#d1495b"
 
-
-def metrics_table(metrics: dict) -> pd.DataFrame:
-    """The run's bias/scatter records as a table, one row per label and S/N bin."""
-    df = pd.DataFrame(metrics["bias_scatter"])
-    df["S/N"] = snr_bin_labels(df.snr_lo, df.snr_hi)
-    df = df[df["n"] > 0]
-    return df[["label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
-
-
-def cnn_plots(c: dict) -> list:
+def ensemble_plots(c: dict) -> list:
+    """Ensemble training (tables ``epochs`` and ``members``, e.g. the CNN, Guiglion 2020 Fig. 5)."""
     ep, mem = c["epochs"], c["members"]
     curves = []
     for _m, g in ep.groupby("member"):
@@ -57,7 +50,8 @@ def cnn_plots(c: dict) -> list:
     return [loss, hist]
 
 
-def slam_plots(c: dict) -> list:
+def per_pixel_plots(c: dict) -> list:
+    """Per-pixel cross-validation (tables ``pixels`` and ``grid``, e.g. SLAM)."""
     pix, grid = c["pixels"], c["grid"]
     cv = hv.Curve((pix["wave"], pix["cv_mse"]), "wavelength", "CV MSE").opts(
         title="Cross-validated MSE per pixel (standardised flux)", logy=True, color="#1f3f60",
@@ -80,7 +74,8 @@ def slam_plots(c: dict) -> list:
     return [cv, cpts, gpts, hm]
 
 
-def lux_plots(c: dict) -> list:
+def latent_plots(c: dict) -> list:
+    """Latent-model training (table ``chi2``, optionally ``cv_grid``, e.g. Lux)."""
     h = c["chi2"]
     chi = (hv.Curve((h["step"], h["chi2_label"]), "training step", "χ²", label="labels").opts(color="#2f5f8a")
            * hv.Curve((h["step"], h["chi2_flux"]), "training step", "χ²", label="flux").opts(color="#d1495b")
@@ -100,17 +95,27 @@ def lux_plots(c: dict) -> list:
     return out
 
 
-PLOTTERS = {"CNN": cnn_plots, "SLAM": slam_plots, "Lux": lux_plots}
+#: (curve tables needed, plotter): the first whose tables a run has draws it
+PLOTTERS = [(("epochs", "members"), ensemble_plots), (("pixels", "grid"), per_pixel_plots),
+            (("chi2",), latent_plots)]
 
 
-def live_cnn_plot(ep: pd.DataFrame):
-    """Test loss per member so far of a CNN in training (members still training blue,
+def plots_for_curves(curves: dict) -> list:
+    """The plots of a run's curve tables (empty if no plotter knows them)."""
+    for need, plot in PLOTTERS:
+        if all(k in curves for k in need):
+            return plot(curves)
+    return []
+
+
+def live_plot(ep: pd.DataFrame):
+    """Test loss per member so far of an ensemble in training (members still training blue,
     stopped grey)."""
     curves = []
     for _m, g in ep.groupby("member"):
         on = bool(g["training"].iloc[-1])
         curves.append(hv.Curve((g["epoch"], g["test_loss"]), "epoch", "test loss").opts(
-            color=KEPT if on else "#999999", alpha=0.8, line_width=1))
+            color=KEPT if on else STOPPED, alpha=0.8, line_width=1))
     last = ep.groupby("member").last()
     return hv.Overlay(curves).opts(
         title=f"Test loss per member so far: {int(last.training.sum())} training (blue), "
@@ -125,18 +130,28 @@ class LearningCurvesPage(RunListViewer):
     run = param.Selector(default=None, objects=[], doc="A finished run")
     _tick = param.Integer(default=0, precedence=-1)
 
+    def __init__(self, state=None, **params):
+        super().__init__(state, **params)
+        self.state.param.watch(self._follow_current, "current_run")
+
     def refresh(self):
-        opts = {f"(training) {r.config.get('name')} — {r.id}": r.id for r in reversed(self.store.runs())
-                if r.task == "train" and r.state == "running" and r.config["method"] == "CNN"}
+        opts = {f"(training) {run_label(r)}": r.id for r in reversed(self.store.runs())
+                if r.task == "train" and r.state == "running"
+                and method_class(r.config["method"]).supports(caps.LIVE_CURVES)}
         opts.update(run_choices(self.store))
         self.param.run.objects = opts
         if self.run not in opts.values():
             self.run = next(iter(opts.values()), None)
 
+    def _follow_current(self, event):
+        """A run was just launched: show it (once it is listed)."""
+        self.refresh()
+        if event.new in self.param.run.names.values():
+            self.run = event.new
+
     def plots_for(self, run_id) -> list:
         """The holoviews objects shown for ``run_id``."""
-        r = self.store.get(run_id)
-        return PLOTTERS[r.config["method"]](r.curves())
+        return plots_for_curves(self.store.get(run_id).curves())
 
     def _poll_live(self):
         """Periodic callback: redraw while the selected run trains; list it as finished when done."""
@@ -158,15 +173,16 @@ class LearningCurvesPage(RunListViewer):
             ep = r.live_curves()
             st = r.status()
             if ep is None:
-                return pn.pane.Alert(f"{r.config.get('name')}: {st.get('state')}, {st.get('message', '')}. "
-                                     "Curves appear after the first epochs.", alert_type="info")
-            return pn.Column(pn.pane.Markdown(f"**{r.config.get('name')}** is training ({st.get('message', '')}); "
-                                              "the plot follows it."),
-                             pn.pane.HoloViews(live_cnn_plot(ep), sizing_mode="stretch_width"),
+                return pn.pane.Alert(f"{escape(r.config.get('name'))}: {escape(st.get('state'))}, "
+                                     f"{escape(st.get('message', ''))}. Curves appear after the first epochs.",
+                                     alert_type="info")
+            return pn.Column(pn.pane.Markdown(f"**{escape(r.config.get('name'))}** is training "
+                                              f"({escape(st.get('message', ''))}); the plot follows it."),
+                             pn.pane.HoloViews(live_plot(ep), sizing_mode="stretch_width"),
                              sizing_mode="stretch_width")
         m = r.metrics()
         head = pn.pane.Markdown(
-            f"**{r.config.get('name')}** ({r.config['method']}), {m['n_train']} training and "
+            f"**{escape(r.config.get('name'))}** ({escape(r.config['method'])}), {m['n_train']} training and "
             f"{m['n_test']} held-out stars, trained in {m['fit_seconds']:.1f} s. Metrics against {m['truth']}.")
         plots = pn.pane.HoloViews(hv.Layout(self.plots_for(self.run)).cols(1), sizing_mode="stretch_width")
         table = pn.widgets.Tabulator(metrics_table(m), disabled=True, show_index=False, height=300,

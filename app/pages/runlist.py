@@ -1,26 +1,40 @@
-"""What the pages that read finished runs share: the run store and a "Refresh list" button."""
+"""What the pages that read runs share: the app state (store, queue, the runs version they
+watch) and a "Refresh list" button."""
 
 from __future__ import annotations
 
 import panel as pn
 import param
 
-from labelcore.runs import RunStore
+from app.components import escape
+from app.state import AppState
 
 
 class RunListViewer(pn.viewable.Viewer):
-    """Base of the Learning-curves and Compare pages: ``self.store`` (default
-    ``<data dir>/runs``), ``self._refresh_btn``, and :meth:`refresh` called once at start."""
+    """Base of the pages that list runs (Learning curves, Compare): ``self.state`` (an
+    :class:`~app.state.AppState`; a plain :class:`~labelcore.runs.RunStore` is wrapped),
+    ``self.store``, ``self._refresh_btn``; :meth:`refresh` runs at start and whenever the
+    state's runs change."""
 
-    def __init__(self, store: RunStore | None = None, **params):
+    def __init__(self, state=None, **params):
         super().__init__(**params)
-        self.store = store or RunStore()
+        self.state = as_state(state)
+        self.store = self.state.store
         self._refresh_btn = pn.widgets.Button(label="Refresh list", color="light")
-        self._refresh_btn.on_click(lambda e: self.refresh())
+        self._refresh_btn.on_click(lambda e: (self.state.check_runs(), self.refresh()))
+        self.state.param.watch(lambda e: self.refresh(), "runs_version")
         self.refresh()
 
     def refresh(self):
         raise NotImplementedError
+
+
+def as_state(state) -> AppState:
+    """``state`` if it is an :class:`AppState`; a state around it if it is a run store;
+    a default state if None."""
+    if isinstance(state, AppState):
+        return state
+    return AppState(store=state) if state is not None else AppState()
 
 
 class SourceTab(pn.viewable.Viewer):
@@ -49,7 +63,7 @@ class SourceTab(pn.viewable.Viewer):
             try:
                 self._pages[source] = self.make_page(source)
             except ValueError as exc:
-                return pn.pane.Alert(str(exc), alert_type="warning")
+                return pn.pane.Alert(escape(exc), alert_type="warning")
         return self._pages[source]
 
     @param.depends("source", watch=True)

@@ -3,9 +3,9 @@ label shapes the spectrum: SLAM's coefficients of dependence (COD, eqs. 12-13 of
 et al. 2020) and Lux's derivative spectra (dl/df, eq. 13 of Horta et al. 2024) against
 wavelength, over the full range or in line windows.
 
-UI only: every number shown (labels, model spectra, CODs, derivative spectra) comes from
-the core's methods (``predict``, ``model_spectra``/``predict_spectra``, ``cods``,
-``derivative_spectra``); the page plots them."""
+UI only: every number shown (labels, model spectra, CODs, derivative spectra) was computed
+by the core when the run was trained (:func:`labelcore.evaluate.spectrum_fits`, stored in
+the run's ``spectra.npz`` and ``cods.npz``); the page reads and plots them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ import numpy as np
 import panel as pn
 import param
 
-from app.pages.runlist import SourceTab
+from app.components import TOOLS, escape, label_title, loading, run_choices
+from app.pages.runlist import SourceTab, as_state
+from labelcore.methods import capabilities as caps
+from labelcore.methods import method_class
+from labelcore.runs import ensure_demo_runs
 
 hv.extension("bokeh", logo=False)
 
@@ -30,16 +34,6 @@ WINDOWS = {
     "Al I 16720-16770 (H band)": (16710.0, 16780.0),
 }
 FULL = "full range"
-LABEL_TITLES = {"teff": "Teff [K]", "logg": "log g", "m_h": "[M/H]", "fe_h": "[Fe/H]", "alpha_m": "[α/M]"}
-
-
-def model_spectra(model, labels):
-    """Model flux [N, P] of a generative method at ``labels`` (SLAM: ``model_spectra``,
-    Lux: ``predict_spectra``); None for a method without a generative model (CNN)."""
-    for name in ("model_spectra", "predict_spectra"):
-        if hasattr(model, name):
-            return np.asarray(getattr(model, name)(labels), float)
-    return None
 
 
 class SpectraPage(pn.viewable.Viewer):
@@ -49,8 +43,9 @@ class SpectraPage(pn.viewable.Viewer):
     ----------
     wave : [P] wavelength grid (Angstrom).
     flux, flux_err : [N, P] observed spectra and 1-sigma errors (NaN = bad pixel).
-    models : {name: fitted method}; methods with a generative model (SLAM, Lux) get a
-        model spectrum at their predicted labels.
+    fits : {name: :func:`labelcore.evaluate.spectrum_fits` output}; those with model
+        spectra (``model``) can be shown.
+    label_names : the M label names.
     labels : optional [N, M] reference labels (e.g. the truth of a synthetic set), shown
         next to the predictions.
     cods : optional output of ``SLAM.cods`` ({"full": [P], label: [P], ...}).
@@ -61,7 +56,8 @@ class SpectraPage(pn.viewable.Viewer):
     window = param.Selector(default=FULL, objects=[FULL], doc="Wavelength window")
     label = param.Selector(default=None, objects=[], doc="Label for COD / derivative spectra")
 
-    def __init__(self, wave, flux, flux_err, models, *, labels=None, cods=None, title="Spectra", **params):
+    def __init__(self, wave, flux, flux_err, fits, label_names, *, labels=None, cods=None, title="Spectra",
+                 **params):
         wave = np.asarray(wave, float)
         flux = np.asarray(flux, float)
         if flux.ndim != 2 or wave.ndim != 1 or flux.shape[1] != wave.size:
@@ -71,25 +67,24 @@ class SpectraPage(pn.viewable.Viewer):
         err = None if flux_err is None else np.asarray(flux_err, float)
         if err is not None and err.shape != flux.shape:
             raise ValueError(f"flux_err shape {err.shape} differs from flux shape {flux.shape}")
-        if not models:
-            raise ValueError("give at least one fitted model")
-        self.generative = {}
-        self.predictions = {}
-        for name, m in models.items():
-            y = np.asarray(m.predict(flux, flux_err=err), float)
+        if not fits:
+            raise ValueError("give the fits of at least one model")
+        names = list(label_names)
+        self.generative, self.predictions, self.derivatives = {}, {}, {}
+        for name, fit in fits.items():
+            y = np.asarray(fit["labels"], float)
+            if y.shape != (flux.shape[0], len(names)):
+                raise ValueError(f"{name}: labels must be [N, M] = {(flux.shape[0], len(names))}; got {y.shape}")
             self.predictions[name] = y
-            mf = model_spectra(m, y)
-            if mf is not None:
-                self.generative[name] = mf
+            if "model" in fit:
+                self.generative[name] = np.asarray(fit["model"], float)
+            if "derivative" in fit:
+                self.derivatives[name] = np.asarray(fit["derivative"], float)
         if not self.generative:
-            raise ValueError("none of the models is generative (SLAM or Lux): no model spectra to show")
-        first = next(iter(models.values()))
-        names = list(first.label_names_)
+            raise ValueError("none of the models is generative: no model spectra to show")
         if labels is not None and np.shape(labels) != (flux.shape[0], len(names)):
             raise ValueError(f"reference labels must be [N, M] = {(flux.shape[0], len(names))}; "
                              f"got {np.shape(labels)}")
-        self.derivatives = {n: np.asarray(m.derivative_spectra(), float) for n, m in models.items()
-                            if hasattr(m, "derivative_spectra")}
         if cods is not None:
             bad = [k for k, v in cods.items() if np.shape(v) != wave.shape]
             if bad:
@@ -107,6 +102,33 @@ class SpectraPage(pn.viewable.Viewer):
         self.param.window.objects = [FULL, *[k for k, (a, b) in WINDOWS.items() if a >= lo and b <= hi]]
         self.param.label.objects = names
         self.label = names[0]
+
+    @classmethod
+    def from_runs(cls, runs, title="Spectra"):
+        """The page of finished training runs on the same held-out spectra, from what each
+        run stored (``spectra.npz``: spectra, labels, model spectra, derivative spectra;
+        ``cods.npz``). Raises ValueError when a run has no model spectra."""
+        fits, cods, first = {}, None, None
+        for r in runs:
+            p = r.path / "spectra.npz"
+            if not p.exists():
+                raise ValueError(f"run {r.id} ({r.config['method']}) stored no model spectra: its method "
+                                 "has no generative model")
+            with np.load(p, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+            if first is None:
+                first = d
+            elif d["flux"].shape != first["flux"].shape or not np.array_equal(d["flux"], first["flux"],
+                                                                               equal_nan=True):
+                raise ValueError(f"run {r.id} was tested on other spectra than run {runs[0].id}")
+            fits[r.config["method"]] = d
+            if (r.path / "cods.npz").exists():
+                with np.load(r.path / "cods.npz", allow_pickle=False) as z:
+                    cods = {k: z[k] for k in z.files}
+        if first is None:
+            raise ValueError("no runs given")
+        return cls(first["wave"], first["flux"], first.get("flux_err"), fits, runs[0].metrics()["label_names"],
+                   labels=first["truth"], cods=cods, title=title)
 
     # ------------------------------------------------------------------ data
     def _range(self):
@@ -145,7 +167,7 @@ class SpectraPage(pn.viewable.Viewer):
     def spectrum_plot(self):
         w, obs, err, mod, res = self.spectrum_data()
         opts = dict(responsive=True, height=300, xlabel="wavelength [Å]", show_grid=True,
-                    default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"])
+                    default_tools=TOOLS)
         layers = []
         if err is not None:
             band = np.where(np.isfinite(err), err, 0.0)
@@ -170,7 +192,7 @@ class SpectraPage(pn.viewable.Viewer):
         w = self.wave[sel]
         j = self.label_names.index(self.label)
         opts = dict(responsive=True, height=240, xlabel="wavelength [Å]", show_grid=True,
-                    default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"])
+                    default_tools=TOOLS)
         panels = []
         if self.cods is not None and self.label in self.cods:
             cod = (hv.Curve((w, np.asarray(self.cods["full"])[sel]), "wavelength", "COD", label="full").opts(
@@ -182,7 +204,7 @@ class SpectraPage(pn.viewable.Viewer):
         for name, D in self.derivatives.items():
             panels.append(hv.Curve((w, D[j, sel]), "wavelength", "dl/df").opts(
                 color="#6a4c93", line_width=1.2, title=f"{name} derivative spectrum d{self.label}/dflux",
-                ylabel=f"{LABEL_TITLES.get(self.label, self.label)} per unit flux", **opts))
+                ylabel=f"{label_title(self.label)} per unit flux", **opts))
         if not panels:
             return pn.pane.Alert("No COD (SLAM) or derivative spectra (Lux) for these models.",
                                  alert_type="info")
@@ -204,47 +226,73 @@ class SpectraPage(pn.viewable.Viewer):
                       sizing_mode="stretch_width")
 
 
-#: held-out spectra shown for a run (the first ones of its held-out set)
-RUN_SPECTRA = 300
+def run_spectra_page(run) -> SpectraPage:
+    """A :class:`SpectraPage` of a finished training run: its held-out spectra (the first
+    ones) against its model, with the held-out reference labels (the truth for synthetic
+    data) and, when its method has them, derivative spectra and CODs."""
+    return SpectraPage.from_runs([run], title=f"Spectra of run {run.id}")
 
 
-def run_spectra_page(run, n_show: int = RUN_SPECTRA) -> SpectraPage:
-    """A :class:`SpectraPage` of a finished SLAM or Lux training run: its held-out spectra
-    (at most ``n_show``) against its model, with the held-out reference labels (the truth for
-    synthetic data). Lux runs bring their derivative spectra; SLAM runs have no CODs here
-    (they need one retraining per label, :meth:`SLAM.cods`)."""
-    from labelcore.runs import load_run_data
-
-    if run.config["method"] not in ("SLAM", "Lux"):
-        raise ValueError(f"run {run.id} is a {run.config['method']} run: only SLAM and Lux have model spectra")
-    data = load_run_data(run.config["data"])
-    te = data["test"]
-    k = slice(0, min(n_show, len(te["flux"])))
-    return SpectraPage(data["wave"], te["flux"][k], te["flux_err"][k], {run.config["method"]: run.model()},
-                       labels=te["truth"][k], title=f"Spectra of run {run.id}")
+DEMO = "demo"
 
 
 class SpectraTab(SourceTab):
-    """The Spectra tab: the demo models (built on first use by ``demo``, a callable returning
-    a :class:`SpectraPage`), or a finished SLAM/Lux run of ``store`` on its held-out spectra."""
+    """The Spectra tab: the demo runs (every method with model spectra on synthetic
+    RAVE-like spectra, CODs included; built through the job queue on first use, with their
+    progress shown, never in this process), or a finished training run with model spectra."""
 
     source_label = "Models"
 
-    def __init__(self, demo, store=None, **params):
+    def __init__(self, state=None, **params):
         super().__init__(**params)
-        self.demo, self.store = demo, store
+        self.state = as_state(state)
+        self._demo_cb = None
+        self.state.param.watch(lambda e: self.refresh(), "runs_version")
         self.refresh()
-        self.source = "demo"
+        self.source = DEMO
         self._show()
 
-    def refresh(self):
-        from app.store import run_choices
+    def demo_runs(self):
+        """The demo runs (queued on the demo store's queue if missing)."""
+        from app.state import shared_queue
 
-        opts = {"Demo: SLAM and Lux on synthetic RAVE-like spectra (with CODs)": "demo"}
-        if self.store is not None:
-            opts.update({k: v for k, v in run_choices(self.store).items()
-                         if self.store.get(v).config["method"] in ("SLAM", "Lux")})
+        q = shared_queue(self.state.demo_store)
+        return ensure_demo_runs(self.state.demo_store, submit=q.poll)
+
+    def refresh(self):
+        opts = {"Demo: model spectra on synthetic RAVE-like spectra (with CODs)": DEMO}
+        opts.update(run_choices(self.state.store, where=lambda r: method_class(r.config["method"]).supports(
+            caps.MODEL_SPECTRA)))
         self.param.source.objects = opts
 
+    def demo_progress(self, runs) -> pn.viewable.Viewable:
+        rows = [loading("Building the demo models in the background (first start on this machine, about a "
+                        "minute and a half on 2 cores); other tabs work meanwhile.")]
+        for r in runs:
+            st = r.status()
+            rows.append(pn.Row(pn.widgets.Progress(value=int(100 * float(st.get("fraction", 0.0))), max=100,
+                                                   width=240, sizing_mode="fixed"),
+                               pn.pane.Markdown(f"{escape(r.config.get('name'))}: {escape(st.get('state'))}, "
+                                                f"{escape(st.get('error') or st.get('message', ''))}")))
+        return pn.Column(*rows, sizing_mode="stretch_width")
+
+    def _poll_demo(self):
+        if self.source == DEMO and DEMO not in self._pages:
+            self._show()
+        elif self._demo_cb is not None:
+            self._demo_cb.stop()
+            self._demo_cb = None
+
+    def page_for(self, source):
+        if source == DEMO and DEMO not in self._pages:
+            runs = self.demo_runs()
+            if not all(r.state == "done" for r in runs):
+                failed = [r for r in runs if r.state in ("failed", "cancelled")]
+                if self._demo_cb is None and not failed:
+                    self._demo_cb = pn.state.add_periodic_callback(self._poll_demo, period=1000)
+                return self.demo_progress(runs)
+            self._pages[DEMO] = SpectraPage.from_runs(runs, title="Spectra (synthetic RAVE-like)")
+        return super().page_for(source)
+
     def make_page(self, source):
-        return self.demo() if source == "demo" else run_spectra_page(self.store.get(source))
+        return run_spectra_page(self.state.store.get(source))

@@ -13,8 +13,13 @@ from pathlib import Path
 import panel as pn
 import param
 
+from app.components import MessageArea
+from app.pages.runlist import as_state
+from app.pages.training_set import list_training_sets
 from labelcore.errors import LabelcoreError
-from labelcore.runs import METHODS, JobQueue, RunStore, method_class
+from labelcore.methods import capabilities as caps
+from labelcore.methods import method_class, method_names
+from labelcore.runs import build_config
 
 SETUP_LABELS = {
     "rave": ["teff", "logg", "m_h", "fe_h", "alpha_m", "mg_fe", "si_fe", "al_fe", "ni_fe"],
@@ -22,8 +27,6 @@ SETUP_LABELS = {
     "apogee": ["teff", "logg", "fe_h", "c_fe", "n_fe", "o_fe", "mg_fe", "al_fe", "si_fe", "ca_fe",
                "mn_fe", "ni_fe"],
 }
-#: "Quick settings": a first look in a minute or two on 2 cores (the papers' values otherwise)
-QUICK = {"CNN": {"n_members": 10, "max_epochs": 60, "patience": 10}, "SLAM": {"n_folds": 3}, "Lux": {}}
 
 
 def parse_value(text: str, default):
@@ -54,11 +57,11 @@ class TrainPage(pn.viewable.Viewer):
 
     Parameters
     ----------
-    store : the run store (default: ``<labelcore data dir>/runs``).
-    queue : the job queue that runs the store's runs (default: a new one on ``store``).
+    state : the app state (store, queue, survey, training-set folder); a run store is
+        wrapped in one.
     """
 
-    method = param.Selector(default="SLAM", objects=list(METHODS))
+    method = param.Selector(default="SLAM", objects=method_names())
     data_kind = param.Selector(default="synthetic", objects=["synthetic", "training set"])
     setup = param.Selector(default="rave", objects=list(SETUP_LABELS))
     labels = param.ListSelector(default=["teff", "logg", "m_h", "alpha_m"], objects=SETUP_LABELS["rave"])
@@ -70,21 +73,21 @@ class TrainPage(pn.viewable.Viewer):
     photometry = param.Boolean(default=False, doc="CNN: absolute magnitudes + A_V as a second input")
     run_name = param.String(default="", doc="name shown in the run lists (default: method on data)")
 
-    def __init__(self, store: RunStore | None = None, queue: JobQueue | None = None, training_sets_root=None,
-                 survey_dir=None, **params):
+    def __init__(self, state=None, **params):
         super().__init__(**params)
-        self.store = store or RunStore()
-        self.training_sets_root = training_sets_root
-        self.survey_dir = None if survey_dir is None else Path(survey_dir)
+        self.state = as_state(state)
+        self.store = self.state.store
+        self.queue = self.state.queue
+        self.training_sets_root = self.state.training_sets_root
+        self.survey_dir = None if self.state.survey_dir is None else Path(self.state.survey_dir)
         self._predict = pn.widgets.Button(label="Label the survey with the selected run", color="primary",
                                           width=300, sizing_mode="fixed")
         self._predict.on_click(lambda e: self.predict_selected())
         self._saved_sets = pn.widgets.Select(label="Saved training sets", options=[])
         self._saved_sets.param.watch(lambda e: setattr(self, "training_set", e.new or self.training_set), "value")
-        self.queue = queue or JobQueue(self.store)
         self._param_widgets: dict[str, pn.widgets.Widget] = {}
         self._param_box = pn.Column(sizing_mode="stretch_width")
-        self._message = pn.pane.Alert("", alert_type="light", visible=False)
+        self._message = MessageArea()
         self._launch = pn.widgets.Button(label="Launch", color="primary")
         self._launch.on_click(lambda e: self.launch())
         self._quick = pn.widgets.Button(label="Quick settings", color="light")
@@ -116,16 +119,16 @@ class TrainPage(pn.viewable.Viewer):
             else:
                 w = pn.widgets.TextInput(label=k, value=_fmt(v))
             self._param_widgets[k] = w
-        quick = ", ".join(f"{k}={v}" for k, v in QUICK[self.method].items()) or "the defaults"
+        quick = ", ".join(f"{k}={v}" for k, v in method_class(self.method).quick_params.items()) or "the defaults"
         self._param_box[:] = [pn.pane.Markdown(f"**{self.method} hyper-parameters** (the paper's defaults; "
                                                f"*Quick settings* sets {quick})"),
                               pn.GridBox(*self._param_widgets.values(), ncols=2)]
-        # the CNN's paper default is spectra + photometry (Guiglion 2020 section 3.2); others have none
-        self.photometry = self.method == "CNN"
+        # a method that takes photometry uses it by default (the CNN: Guiglion 2020 section 3.2)
+        self.photometry = method_class(self.method).supports(caps.PHOTOMETRY)
 
     def quick_settings(self):
-        """Fill in :data:`QUICK` for the current method."""
-        for k, v in QUICK[self.method].items():
+        """Fill in the method's quick settings (``quick_params``)."""
+        for k, v in method_class(self.method).quick_params.items():
             self._param_widgets[k].value = v
 
     @param.depends("setup", watch=True)
@@ -150,39 +153,40 @@ class TrainPage(pn.viewable.Viewer):
         return out
 
     def config(self) -> dict:
+        """The run configuration of the form (validated in full: a bad value is refused
+        here, naming it, before anything is queued)."""
+        phot = bool(self.photometry) and method_class(self.method).supports(caps.PHOTOMETRY)
         if self.data_kind == "synthetic":
             if not self.labels:
                 raise LabelcoreError("choose at least one label")
-            data = {"kind": "synthetic", "setup": self.setup, "n_train": int(self.n_train),
-                    "n_test": int(self.n_test), "seed": int(self.seed), "labels": list(self.labels)}
+            cfg = build_config(self.method, self.hyperparameters(), setup=self.setup, n_train=int(self.n_train),
+                               n_test=int(self.n_test), seed=int(self.seed), labels=list(self.labels),
+                               photometry=phot, name=self.run_name)
         else:
-            data = {"kind": "training_set", "path": self.training_set.strip(),
-                    "test_fraction": float(self.test_fraction), "seed": int(self.seed)}
-        data["photometry"] = bool(self.photometry)
-        cfg = {"method": self.method, "params": self.hyperparameters(), "data": data}
-        if self.run_name.strip():
-            cfg["name"] = self.run_name.strip()
-        return cfg
+            if not self.training_set.strip():
+                raise LabelcoreError("choose a saved training set (or type its folder)")
+            cfg = build_config(self.method, self.hyperparameters(), training_set=self.training_set.strip(),
+                               test_fraction=float(self.test_fraction), seed=int(self.seed), photometry=phot,
+                               name=self.run_name)
+        return cfg.to_dict()
 
     # ------------------------------------------------------------------ actions
-    def _say(self, text, kind="success"):
-        self._message.object = text
-        self._message.alert_type = kind
-        self._message.visible = True
-
     def launch(self):
         """Queue a run of the current settings; returns it (None if the settings are wrong,
         with the reason shown)."""
-        return self._submit(self.config, "Queued run **{name}** ({id}).")
+        return self._submit(self.config, "Queued run **{name}** ({id}).", reset_name=True)
 
-    def _submit(self, make_config, done_text):
+    def _submit(self, make_config, done_text, reset_name=False):
         """Queue the run ``make_config()`` describes; say so (or why not) on the page."""
         try:
             run = self.queue.submit(make_config())
         except LabelcoreError as exc:
-            self._say(f"Not launched: {exc}", "danger")
+            self._message.say("Not launched: {why}", "danger", why=exc)
             return None
-        self._say(done_text.format(name=run.config["name"], id=run.id))
+        self._message.say(done_text, name=run.config["name"], id=run.id)
+        if reset_name:
+            self.run_name = ""
+        self.state.run_submitted(run)
         self.refresh()
         return run
 
@@ -193,16 +197,14 @@ class TrainPage(pn.viewable.Viewer):
     def cancel_selected(self):
         ids = self.selected_ids()
         if not ids:
-            self._say("Select runs in the table to cancel them.", "warning")
+            self._message.say("Select runs in the table to cancel them.", "warning")
             return
         for rid in ids:
             self.store.get(rid).cancel()
-        self._say(f"Cancel requested for {len(ids)} run(s).", "warning")
+        self._message.say("Cancel requested for {n} run(s).", "warning", n=len(ids))
         self.refresh()
 
     def _list_saved_sets(self):
-        from app.pages.training_set import list_training_sets
-
         if self.training_sets_root is None:
             return
         opts = {p.name: str(p) for p in list_training_sets(self.training_sets_root)}
@@ -239,7 +241,7 @@ class TrainPage(pn.viewable.Viewer):
         """Queue a prediction run of the selected training run over its survey's spectra."""
         ids = self.selected_ids()
         if len(ids) != 1:
-            self._say("Select one finished training run to label the survey with it.", "warning")
+            self._message.say("Select one finished training run to label the survey with it.", "warning")
             return None
         return self._submit(lambda: self.prediction_config(self.store.get(ids[0])),
                             "Queued **{name}**: its catalogue appears on the Catalogue tab when done.")
@@ -264,9 +266,11 @@ class TrainPage(pn.viewable.Viewer):
         self._log.object = "\n".join(text.splitlines()[-14:])
 
     def start(self, period_ms: int = 1000):
-        """Refresh every ``period_ms`` while the page is shown (served or in a notebook)."""
+        """Follow the store while the page is shown (served or in a notebook): the state
+        checks it every ``period_ms`` and the table is redrawn when a run changes."""
         if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.refresh, period=period_ms)
+            self._callback = self.state.param.watch(lambda e: self.refresh(), "runs_version")
+            self.state.start(period_ms)
         return self
 
     # ------------------------------------------------------------------ layout
@@ -284,7 +288,7 @@ class TrainPage(pn.viewable.Viewer):
                                                   placeholder="labelcore build-training-set ... --out FOLDER"),
                   pn.widgets.FloatInput.from_param(self.param.test_fraction, label="Held-out fraction")]
         ws.append(pn.widgets.IntInput.from_param(self.param.seed, label="Seed"))
-        if self.method == "CNN":
+        if method_class(self.method).supports(caps.PHOTOMETRY):
             ws.append(pn.widgets.Checkbox.from_param(self.param.photometry,
                                                      label="Photometry + A_V as input (paper default)"))
         return pn.Column(*ws, sizing_mode="stretch_width")

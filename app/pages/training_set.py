@@ -17,14 +17,15 @@ import numpy as np
 import panel as pn
 import param
 
+from app.components import TOOLS, MessageArea
+from labelcore.constants import PAPER_LABELS
 from labelcore.data.manifests import load_manifest
 from labelcore.errors import LabelcoreError
 from labelcore.prep.cuts import validate_cuts
-from labelcore.prep.training import PAPER_LABELS, build_training_set
+from labelcore.prep.training import build_training_set
 
 hv.extension("bokeh", logo=False)
 
-TOOLS = ["pan", "wheel_zoom", "box_zoom", "reset", "save"]
 NO_PRESET = "(none)"
 _NAME_OK = re.compile(r"^[\w.\-]+$")
 
@@ -102,7 +103,7 @@ class TrainingSetPage(pn.viewable.Viewer):
         every = sorted({n for v in PAPER_LABELS.values() for n in v} | {"alpha_m", "m_h"})
         self.param.labels.objects = every
         self.ts = None
-        self._message = pn.pane.Alert("", alert_type="light", visible=False)
+        self._message = MessageArea()
         self._build = pn.widgets.Button(label="Build", color="primary")
         self._build.on_click(lambda e: self.build())
         self._save = pn.widgets.Button(label="Save training set", color="success", disabled=True)
@@ -124,10 +125,8 @@ class TrainingSetPage(pn.viewable.Viewer):
             self.labels = list(PAPER_LABELS[self.label_set])
 
     # ------------------------------------------------------------------ actions
-    def _say(self, text, kind="success"):
-        self._message.object = text
-        self._message.alert_type = kind
-        self._message.visible = True
+    def _say(self, template, kind="success", **values):
+        self._message.say(template, kind, **values)
 
     def build(self):
         """Build the training set of the current settings (shown, not yet saved)."""
@@ -149,12 +148,12 @@ class TrainingSetPage(pn.viewable.Viewer):
         except (LabelcoreError, FileNotFoundError, ValueError) as exc:
             self.ts = None
             self._save.disabled = True
-            self._say(f"Not built: {exc}".replace("\n", "  \n"), "danger")
+            self._say("Not built: {why}", "danger", why=exc)
             self._result[:] = []
             return None
         self.ts = ts
         self._save.disabled = False
-        self._say(f"**{len(ts)}** spectra × {len(ts.labels.names)} labels. Save it to train on it.")
+        self._say("**{n}** spectra × {m} labels. Save it to train on it.", n=len(ts), m=len(ts.labels.names))
         self._result[:] = [self._counts_table(), pn.pane.HoloViews(self.plots(), sizing_mode="stretch_width")]
         return ts
 
@@ -167,14 +166,15 @@ class TrainingSetPage(pn.viewable.Viewer):
         base = self.setup if self.source == FOLDER else Path(self.spectra_file.strip()).stem
         name = self.set_name.strip() or f"{base}_{self.preset if self.preset != NO_PRESET else 'nocuts'}"
         if not _NAME_OK.match(name):
-            self._say(f"Not saved: {name!r} is not a plain folder name (letters, digits, . _ -).", "danger")
+            self._say("Not saved: {name} is not a plain folder name (letters, digits, . _ -).", "danger",
+                      name=repr(name))
             return None
         path = self.out_root / name
         if path.exists():
-            self._say(f"Not saved: {path} exists. Choose another name.", "danger")
+            self._say("Not saved: {path} exists. Choose another name.", "danger", path=path)
             return None
         self.ts.save(path)
-        self._say(f"Saved **{len(self.ts)}** spectra to `{path}`: pick it on the Train tab.")
+        self._say("Saved **{n}** spectra to {path}: pick it on the Train tab.", n=len(self.ts), path=path)
         return path
 
     # ------------------------------------------------------------------ views

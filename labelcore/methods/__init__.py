@@ -48,8 +48,11 @@ def method_class(name: str) -> type[LabelMethod]:
 
 def load_model(path) -> LabelMethod:
     """A saved model of any registered method; the kind is read from the folder's
-    ``params.json`` (written by :meth:`LabelMethod.save`)."""
+    ``params.json`` (written by :meth:`LabelMethod.save`). A folder that holds the model as
+    ``model/`` (a run folder) works too."""
     path = Path(path)
+    if not (path / "params.json").exists() and (path / "model" / "params.json").exists():
+        path = path / "model"
     try:
         doc = json.loads((path / "params.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from labelcore.data.cutspec import describe_cut, validate_cuts
-from labelcore.errors import EmptySelectionError, ManifestError, ValidationError
+from labelcore.errors import EmptySelectionError, ValidationError
+
 
 def _columns_of(c: dict, df: pd.DataFrame) -> list[str]:
     if "notnull" in c:

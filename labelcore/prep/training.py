@@ -34,7 +34,6 @@ from labelcore.prep.cuts import apply_cuts
 from labelcore.prep.photometry import photometry_matrix
 
 
-
 @dataclass
 class TrainingSet:
     spectra: Spectra
@@ -190,3 +189,58 @@ def build_from_files(spectra_path, label_table_path, manifest: str, product: str
             "product": product, "preset": preset, "cuts": all_cuts, "on": on, "spectra_on": spectra_on}
     return build_from_tables(meta, labels, lambda rows: read_spectra(spectra_path, rows), list(label_names),
                              all_cuts, photometry, max_stars=max_stars, seed=seed, info=info, on=on)
+
+
+class TrainingSetRunSource:
+    """Run data of kind ``"training_set"`` (:mod:`labelcore.runs.config`): a saved
+    :class:`TrainingSet` split at random (``seed``) into ``1 - test_fraction`` training and
+    ``test_fraction`` held-out stars, compared with their catalogue labels."""
+
+    kind = "training_set"
+
+    @staticmethod
+    def validate(spec: dict) -> dict:
+        known = {"kind", "path", "test_fraction", "seed", "photometry"}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValidationError(f"training-set data has no field(s) {unknown}; valid: {sorted(known)}")
+        p = spec.get("path")
+        if not p or not isinstance(p, str) or not (Path(p) / "training_set.json").is_file():
+            raise ValidationError(f"config data 'path' {p!r} is not a saved training set (no training_set.json)")
+        spec["path"] = str(Path(p).resolve())
+        tf = spec.setdefault("test_fraction", 0.2)
+        if isinstance(tf, bool) or not isinstance(tf, int | float) or not 0 < tf < 1:
+            raise ValidationError(f"config data 'test_fraction' must be in (0, 1); got {tf!r}")
+        seed = spec.setdefault("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValidationError(f"config data 'seed' must be a non-negative integer; got {seed!r}")
+        return spec
+
+    @staticmethod
+    def load(spec: dict) -> dict:
+        ts = TrainingSet.load(spec["path"])
+        n = len(ts)
+        n_test = int(round(spec["test_fraction"] * n))
+        if n_test < 1 or n - n_test < 2:
+            raise ValidationError(f"training set {spec['path']} has {n} stars: too few for a "
+                                  f"{spec['test_fraction']:.0%} test split")
+        perm = np.random.default_rng(int(spec["seed"])).permutation(n)
+        parts = {"train": np.sort(perm[n_test:]), "test": np.sort(perm[:n_test])}
+        s, lab, tab = ts.spectra, ts.labels, ts.table
+        snr_col = next((c for c in ("snr", "snr_spec") if c in tab.columns), None)
+        phot = ts.photometry if ts.photometry is not None else (
+            photometry_matrix(tab) if spec.get("photometry") else None)
+        out = {}
+        for part, idx in parts.items():
+            flux = np.where(s.mask[idx], np.nan, s.flux[idx])
+            out[part] = {"flux": flux, "flux_err": s.flux_err[idx], "labels": lab.values[idx],
+                         "label_err": lab.errors[idx] if not np.isnan(lab.errors).all() else None,
+                         "photometry": None if phot is None else phot[idx], "truth": lab.values[idx],
+                         "snr": tab[snr_col].to_numpy(float)[idx] if snr_col else np.full(idx.size, np.nan),
+                         "ids": np.asarray(s.ids)[idx]}
+        out["wave"], out["label_names"] = s.wave, list(lab.names)
+        out["truth_kind"] = "catalogue labels"
+        return out
+
+
+RUN_SOURCE = TrainingSetRunSource()

@@ -53,17 +53,20 @@ def _wait_for_canvases(page, n, timeout=90):
 
 @pytest.fixture(scope="module")
 def demo_cache(tmp_path_factory):
-    """The Spectra tab's demo models, trained and cached once here (about 90 s), so the
-    served app loads them from disk."""
-    from app.store import load_spectra_demo
+    """The Spectra tab's demo runs, built once here by the CLI as ``./dev app`` does (about
+    90 s), so the served app finds them done."""
+    from labelcore.runs import RunStore, ensure_demo_runs
 
     root = tmp_path_factory.mktemp("labelcore_data")
-    load_spectra_demo(str(root))
-    assert (root / "app_models" / "key.json").exists()
-    assert not list(root.glob(".app_models-*"))      # no temporary folder left behind
-    t = time.perf_counter()
-    show, models, cods = load_spectra_demo(str(root))   # the cache is used
-    assert time.perf_counter() - t < 30 and set(models) == {"SLAM", "Lux"} and "full" in cods
+    env = dict(os.environ, LABELCORE_DATA_DIR=str(root))
+    out = subprocess.run([str(Path(sys.executable).parent / "labelcore"), "demo"], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    store = RunStore(root / "demo_runs")
+    runs = ensure_demo_runs(store)
+    assert {r.config["method"] for r in runs} == {"SLAM", "Lux"} and all(r.state == "done" for r in runs)
+    assert len(store.runs()) == 2                      # reused, not made again
+    assert (runs[0].path / "cods.npz").exists() and all((r.path / "spectra.npz").exists() for r in runs)
     return root
 
 

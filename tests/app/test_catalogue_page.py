@@ -6,7 +6,7 @@ import pytest
 pn = pytest.importorskip("panel")
 
 from app.pages.catalogue import SPLITS, CataloguePage  # noqa: E402
-from app.store import load_catalogue  # noqa: E402
+from app.state import load_catalogue  # noqa: E402
 
 
 @pytest.fixture(scope="module")

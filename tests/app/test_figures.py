@@ -17,11 +17,11 @@ def svg_switch():
 
 
 def test_svg_output_backend_follows_the_switch(svg_switch, finished_runs):
-    from app.pages.curves import lux_plots, slam_plots
+    from app.pages.curves import latent_plots, per_pixel_plots
 
     x = np.linspace(0, 1, 50)
     plots = [hv.Curve((x, x**2)), hv.Scatter((x, x)) * hv.HLine(0.5),
-             *slam_plots(finished_runs["SLAM"].curves()), *lux_plots(finished_runs["Lux"].curves())]
+             *per_pixel_plots(finished_runs["SLAM"].curves()), *latent_plots(finished_runs["Lux"].curves())]
     for p in plots:
         assert hv.render(p, backend="bokeh").output_backend in ("canvas", "webgl")   # PNG from the save tool
     svg_switch(True)

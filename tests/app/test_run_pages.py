@@ -12,7 +12,9 @@ pn = pytest.importorskip("panel")
 hv = pytest.importorskip("holoviews")
 
 from app.pages.compare import ComparePage  # noqa: E402
-from app.pages.curves import LearningCurvesPage, metrics_table  # noqa: E402
+from app.pages.curves import LearningCurvesPage  # noqa: E402
+from app.state import AppState  # noqa: E402
+from labelcore.evaluate import metrics_table  # noqa: E402
 from app.pages.train import TrainPage, parse_value  # noqa: E402
 from labelcore.methods import Lux  # noqa: E402
 from labelcore.runs import JobQueue, RunStore  # noqa: E402
@@ -30,7 +32,7 @@ def test_parse_value():
 def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
     store = RunStore(tmp_path)
     q = JobQueue(store)
-    page = TrainPage(store, q)
+    page = TrainPage(AppState(store=store, queue=q))
     assert page._param_widgets["n_folds"].value == 5            # SLAM's paper default
     page.method = "Lux"
     assert set(page._param_widgets) == set(Lux().get_params())
@@ -38,7 +40,7 @@ def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
     # a typo in a hyper-parameter: nothing is launched, the message names it
     page._param_widgets["n_latent"].value = ""
     assert page.launch() is None
-    assert "n_latent" in page._message.object and page._message.alert_type == "danger"
+    assert "n_latent" in page._message.text and page._message.kind == "danger"
     assert store.runs() == []
     page._param_widgets["n_latent"].value = "8"
     page._param_widgets["omega"].value = "1.0"
@@ -59,7 +61,7 @@ def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
     # a training-set path that is not one
     page.data_kind = "training set"
     page.training_set = str(tmp_path / "nothing")
-    assert page.launch() is None and "not a saved training set" in page._message.object
+    assert page.launch() is None and "not a saved training set" in page._message.text
     # quick settings and photometry only for the CNN
     page.method = "CNN"
     assert page.photometry is True                 # the paper's CNN reads photometry + A_V
@@ -165,14 +167,14 @@ def test_training_set_page_builds_counts_plots_and_saves(small_survey, tmp_path)
     kiel = page.plots().values()[0]
     assert len(kiel) == len(ts)
     page.set_name = "bad name/.."
-    assert page.save() is None and "plain folder name" in page._message.object
+    assert page.save() is None and "plain folder name" in page._message.text
     page.set_name = "gg"
     path = page.save()
     assert path == tmp_path / "sets" / "gg" and len(TrainingSet.load(path)) == len(ts)
-    assert page.save() is None and "exists" in page._message.object
+    assert page.save() is None and "exists" in page._message.text
     # the Train tab offers it
     store = RunStore(tmp_path / "runs")
-    train = TrainPage(store, JobQueue(store), training_sets_root=tmp_path / "sets")
+    train = TrainPage(AppState(store=store, queue=JobQueue(store), training_sets_root=tmp_path / "sets"))
     train.data_kind = "training set"
     train._data_widgets()
     assert train._saved_sets.options == {"gg": str(path)}
@@ -180,9 +182,9 @@ def test_training_set_page_builds_counts_plots_and_saves(small_survey, tmp_path)
     assert train.config()["data"]["path"] == str(path)
     # bad input: a cut that is not JSON, a cut that empties the set
     page.cuts_text = '{"column": "teff", "op": "<"'
-    assert page.build() is None and "line 1 is not JSON" in page._message.object and page._save.disabled
+    assert page.build() is None and "line 1 is not JSON" in page._message.text and page._save.disabled
     page.cuts_text = '{"column": "teff", "op": "<", "value": 100}'
-    assert page.build() is None and "no star passes the cuts" in page._message.object
+    assert page.build() is None and "no star passes the cuts" in page._message.text
 
 
 def test_label_the_survey_from_the_train_tab_and_show_it_on_the_catalogue_tab(finished_runs, small_survey,
@@ -196,9 +198,9 @@ def test_label_the_survey_from_the_train_tab_and_show_it_on_the_catalogue_tab(fi
     src = finished_runs["SLAM"]
     shutil.copytree(src.path, store.root / src.id)
     q = JobQueue(store)
-    page = TrainPage(store, q, survey_dir=small_survey)
+    page = TrainPage(AppState(store=store, queue=q, survey_dir=small_survey))
     page.refresh()
-    assert page.predict_selected() is None and "Select one" in page._message.object
+    assert page.predict_selected() is None and "Select one" in page._message.text
     page._table.selection = [0]
     cfg = page.prediction_config(store.get(src.id))
     assert cfg["spectra"] == str(small_survey / "spectra_rave.h5")
@@ -243,12 +245,12 @@ def test_catalogue_tab_shows_predicted_labels(small_survey, tmp_path):
 
 
 def test_app_queue_is_shared_and_runs_without_a_browser(tmp_path):
-    from app.store import job_queue
+    from app.state import shared_queue
     from labelcore.runs import RunStore as _Store
 
     store = _Store(tmp_path)
-    q = job_queue(store)
-    assert job_queue(_Store(tmp_path)) is q            # one per store and process
+    q = shared_queue(store)
+    assert shared_queue(_Store(tmp_path)) is q            # one per store and process
     run = store.create({"method": "Lux", "params": {"n_latent": 6, "omega": 1.0},
                         "data": {"kind": "synthetic", "setup": "rave", "n_train": 150, "n_test": 30,
                                  "labels": ["teff", "logg"]}})
@@ -269,7 +271,7 @@ def test_prediction_config_of_a_run_on_a_file_based_training_set(tmp_path):
     store = RunStore(tmp_path / "runs")
     run = store.create({"method": "Lux", "data": {"kind": "training_set", "path": str(tmp_path / "ts")}})
     run._set_status(state="done")
-    page = TrainPage(store, JobQueue(store))
+    page = TrainPage(AppState(store=store, queue=JobQueue(store)))
     assert page.prediction_config(run) == {"task": "predict", "model_run": str(run.path), "spectra": str(spectra)}
     spectra.unlink()
     with pytest.raises(Exception, match="is gone"):
@@ -293,10 +295,10 @@ def test_training_set_page_from_a_spectra_file_and_a_label_table(tmp_path, write
     page.label_set, page.labels, page.photometry = "custom", ["teff", "logg", "fe_h"], False
     page.preset = "zhang2020_lamost_apogee"
     ts = page.build()
-    assert ts is not None, page._message.object
+    assert ts is not None, page._message.text
     assert len(ts) == 5                                   # 6 with labels, one fails S/N > 40
     assert isinstance(page.plots(), hv.Layout)
     path = page.save()
     assert path.name == "lamost_zhang2020_lamost_apogee"
     page.match_on = "source_id"              # LAMOST obsids are not Gaia ids: nothing matches, and it says so
-    assert page.build() is None and "cross-match on 'source_id' found no common star" in page._message.object
+    assert page.build() is None and "cross-match on 'source_id' found no common star" in page._message.text

@@ -8,6 +8,7 @@ pn = pytest.importorskip("panel")
 
 from app.pages.spectra import FULL, SpectraPage  # noqa: E402
 from labelcore.data.synth.datasets import labelled_set  # noqa: E402
+from labelcore.evaluate import spectrum_fits  # noqa: E402
 from labelcore.methods import SLAM, Lux  # noqa: E402
 
 NAMES = ("teff", "logg", "m_h")
@@ -21,12 +22,13 @@ def setup():
                                                                     label_names=NAMES, wave=tr.wave)
     lux = Lux(n_latent=6, omega=1.0).fit(tr.flux, tr.labels, flux_err=tr.flux_err, label_names=NAMES)
     cods = slam.cods(tr.flux, tr.labels)
-    page = SpectraPage(te.wave, te.flux, te.flux_err, {"SLAM": slam, "Lux": lux}, labels=te.truth, cods=cods)
-    return te, slam, lux, cods, page
+    fits = {n: spectrum_fits(m, te.flux, te.flux_err) for n, m in (("SLAM", slam), ("Lux", lux))}
+    page = SpectraPage(te.wave, te.flux, te.flux_err, fits, NAMES, labels=te.truth, cods=cods)
+    return te, slam, lux, cods, page, fits
 
 
 def test_model_spectra_and_residuals_are_the_cores(setup):
-    te, slam, lux, _, page = setup
+    te, slam, lux, _, page, _ = setup
     page.star, page.method, page.window = 7, "SLAM", FULL
     w, obs, err, mod, res = page.spectrum_data()
     y = slam.predict(te.flux, flux_err=te.flux_err)
@@ -45,7 +47,7 @@ def test_model_spectra_and_residuals_are_the_cores(setup):
 
 
 def test_line_windows_and_dependence_spectra(setup):
-    te, slam, lux, cods, page = setup
+    te, slam, lux, cods, page, _ = setup
     assert "Ca II 8542" in page.param.window.objects
     assert not any("H band" in w for w in page.param.window.objects)   # outside the RAVE range
     page.window = "Ca II 8542"
@@ -62,43 +64,40 @@ def test_line_windows_and_dependence_spectra(setup):
 
 
 def test_bad_input_is_refused(setup):
-    te, slam, lux, cods, _ = setup
+    te, slam, lux, cods, _, fits = setup
     with pytest.raises(ValueError, match="flux must be"):
-        SpectraPage(te.wave[:-1], te.flux, te.flux_err, {"SLAM": slam})
+        SpectraPage(te.wave[:-1], te.flux, te.flux_err, {"SLAM": fits["SLAM"]}, NAMES)
     with pytest.raises(ValueError, match="0 rows"):
-        SpectraPage(te.wave, te.flux[:0], te.flux_err[:0], {"SLAM": slam})
+        SpectraPage(te.wave, te.flux[:0], te.flux_err[:0], {"SLAM": fits["SLAM"]}, NAMES)
     with pytest.raises(ValueError, match="flux_err shape"):
-        SpectraPage(te.wave, te.flux, te.flux_err[:, :-1], {"SLAM": slam})
+        SpectraPage(te.wave, te.flux, te.flux_err[:, :-1], {"SLAM": fits["SLAM"]}, NAMES)
     with pytest.raises(ValueError, match="at least one"):
-        SpectraPage(te.wave, te.flux, te.flux_err, {})
+        SpectraPage(te.wave, te.flux, te.flux_err, {}, NAMES)
     with pytest.raises(ValueError, match="COD arrays"):
-        SpectraPage(te.wave, te.flux, te.flux_err, {"SLAM": slam}, cods={"full": cods["full"][:-1]})
-    class LabelsOnly:   # a method without a generative model, as the CNN
-        label_names_ = list(NAMES)
-
-        def predict(self, flux, flux_err=None):
-            return np.zeros((len(flux), len(NAMES)))
-
+        SpectraPage(te.wave, te.flux, te.flux_err, {"SLAM": fits["SLAM"]}, NAMES, cods={"full": cods["full"][:-1]})
+    labels_only = {"CNN": {"labels": fits["SLAM"]["labels"], "errors": fits["SLAM"]["errors"]}}
     with pytest.raises(ValueError, match="none of the models is generative"):
-        SpectraPage(te.wave, te.flux, te.flux_err, {"CNN": LabelsOnly()})
+        SpectraPage(te.wave, te.flux, te.flux_err, labels_only, NAMES)
     with pytest.raises(ValueError, match="reference labels"):
-        SpectraPage(te.wave, te.flux, te.flux_err, {"SLAM": slam}, labels=te.truth[:, :2])
+        SpectraPage(te.wave, te.flux, te.flux_err, {"SLAM": fits["SLAM"]}, NAMES, labels=te.truth[:, :2])
 
 
-def test_spectra_tab_shows_a_runs_held_out_spectra(finished_runs, setup):
-    from app.pages.spectra import SpectraTab, run_spectra_page
-    from labelcore.runs import load_run_data
+def test_spectra_tab_shows_a_runs_held_out_spectra(finished_runs, tmp_path):
+    from app.pages.spectra import DEMO, SpectraTab, run_spectra_page
+    from app.state import AppState
+    from labelcore.runs import RunStore, load_run_data
 
-    calls = []
-
-    def demo():
-        calls.append(1)
-        return setup[-1]
-
-    tab = SpectraTab(demo, finished_runs["store"])
-    assert calls == [1] and tab.page_for("demo") is setup[-1] and len(tab._holder) == 1
+    demo = RunStore(tmp_path / "demo")
+    state = AppState(store=finished_runs["store"], demo_store=demo)
+    tab = SpectraTab(state)
+    # the demo runs are queued (not trained here) and their progress is shown meanwhile
+    assert {r.config["method"] for r in demo.runs()} == {"SLAM", "Lux"}
+    assert all(r.state in ("queued", "running") for r in demo.runs())
+    assert DEMO not in tab._pages and len(tab._holder) == 1
+    for r in demo.runs():
+        r.cancel()
     ids = set(tab.param.source.names.values())
-    assert ids == {"demo", finished_runs["SLAM"].id, finished_runs["Lux"].id}      # no CNN: not generative
+    assert ids == {DEMO, finished_runs["SLAM"].id, finished_runs["Lux"].id}      # no CNN: not generative
     lux = finished_runs["Lux"]
     tab.source = lux.id
     page = tab.page_for(lux.id)
@@ -109,7 +108,5 @@ def test_spectra_tab_shows_a_runs_held_out_spectra(finished_runs, setup):
     y = lux.model().predict(te["flux"][:n], flux_err=te["flux_err"][:n])
     np.testing.assert_allclose(page.predictions["Lux"], y)
     assert "Lux" in page.derivatives
-    tab.source = "demo"
-    assert calls == [1]                                    # built once
-    with pytest.raises(ValueError, match="only SLAM and Lux"):
+    with pytest.raises(ValueError, match="no generative model"):
         run_spectra_page(finished_runs["CNN"])

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labelcore._photometry import photometry_matrix
+from labelcore.constants import PAPER_LABELS
 from labelcore.data.synth.population import LABEL_ERRORS, make_population, observe_labels
 from labelcore.data.synth.spectra import LineModel, observe
 from labelcore.data.synth.survey import SNR_MODEL, spectra_snr
-from labelcore._photometry import photometry_matrix
-from labelcore.constants import PAPER_LABELS
+from labelcore.errors import ValidationError
 
 #: the label sets of the benchmarks (RAVE-like 9 labels as Guiglion 2020; APOGEE-like 12)
 RAVE_LABELS = tuple(PAPER_LABELS["guiglion2020"])
@@ -79,3 +80,67 @@ def labelled_set(setup="rave", n=1000, seed=0, label_names=None, snr=None, missi
     lerr = np.column_stack([obs[c + "_err"].to_numpy() for c in names])
     truth = np.column_stack([pop[c].to_numpy() for c in names])
     return LabelledSet(model.wave, flux, err, labels, lerr, truth, s, photometry_matrix(pop), names)
+
+
+#: the synthetic set-ups (spectrograph-like configurations of the generator)
+SETUP_NAMES = ("rave", "lamost", "apogee")
+
+
+class SyntheticRunSource:
+    """Run data of kind ``"synthetic"`` (:mod:`labelcore.runs.config`): ``n_train`` +
+    ``n_test`` stars of a set-up drawn by :func:`labelled_set`; the held-out part carries
+    the true labels, so a run's metrics measure accuracy."""
+
+    kind = "synthetic"
+
+    @staticmethod
+    def validate(spec: dict) -> dict:
+        spec.setdefault("setup", "rave")
+        spec.setdefault("seed", 0)
+        spec.setdefault("snr", [20, 300])
+        known = {"kind", "setup", "n_train", "n_test", "seed", "snr", "labels", "photometry"}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValidationError(f"synthetic data has no field(s) {unknown}; valid: {sorted(known)}")
+        for k, hi in (("n_train", 200_000), ("n_test", 200_000)):
+            v = spec.get(k)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ValidationError(f"config data '{k}' must be an integer in [1, {hi}]; got {v!r}")
+        if spec["setup"] not in SETUP_NAMES:
+            raise ValidationError(f"config data 'setup' must be one of {list(SETUP_NAMES)}; got {spec['setup']!r}")
+        seed = spec["seed"]
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValidationError(f"config data 'seed' must be a non-negative integer; got {seed!r}")
+        snr = spec["snr"]
+        if snr is not None:
+            ok = isinstance(snr, list | tuple) and len(snr) == 2 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in snr)
+            if not ok or not 0 < snr[0] <= snr[1]:
+                raise ValidationError(f"config data 'snr' must be [lo, hi] with 0 < lo <= hi; got {snr!r}")
+        labels = spec.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or not labels:
+                raise ValidationError("config data 'labels' must be a non-empty list of label names")
+            unknown = [n for n in labels if n not in LABEL_ERRORS]
+            if unknown:
+                raise ValidationError(f"config data 'labels' {unknown} are not labels of the synthetic survey; "
+                                      f"known: {sorted(LABEL_ERRORS)}")
+        return spec
+
+    @staticmethod
+    def load(spec: dict) -> dict:
+        d = labelled_set(spec["setup"], spec["n_train"] + spec["n_test"], seed=int(spec["seed"]),
+                         label_names=spec.get("labels"), snr=tuple(spec["snr"]) if spec.get("snr") else None)
+        tr, te = d.split(spec["n_train"])
+        out = {}
+        for part, s in (("train", tr), ("test", te)):
+            out[part] = {"flux": s.flux, "flux_err": s.flux_err, "labels": s.labels, "label_err": s.label_err,
+                         "photometry": s.photometry, "snr": s.snr,
+                         "truth": s.truth if part == "test" else s.labels,
+                         "ids": np.arange(len(s.snr)) + (0 if part == "train" else spec["n_train"])}
+        out["wave"], out["label_names"] = d.wave, list(d.label_names)
+        out["truth_kind"] = "true labels"
+        return out
+
+
+RUN_SOURCE = SyntheticRunSource()

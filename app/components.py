@@ -1,0 +1,68 @@
+"""What the pages share: plot defaults, colours, label titles, run choices and a message
+area that escapes what it shows. One place each; pages import from here."""
+
+from __future__ import annotations
+
+import panel as pn
+
+from labelcore.constants import label_title  # noqa: F401  (the pages' label titles)
+
+#: toolbar of every plot (wheel zoom present but not active: the page scrolls)
+TOOLS = ["pan", "wheel_zoom", "box_zoom", "reset", "save"]
+#: one colour per run/series
+COLORS = ["#2f5f8a", "#d1495b", "#66a182", "#edae49", "#6a4c93", "#00798c"]
+KEPT, DROPPED, STOPPED = "#2f5f8a", "#d1495b", "#999999"
+
+
+#: characters that start HTML or Markdown markup (links, emphasis, code), as entities
+_MARKUP = {c: f"&#{ord(c)};" for c in "&<>\"'*`[]\\|~"}
+
+
+def escape(text) -> str:
+    """``text`` safe to put into Markdown/HTML: every character that could start markup
+    (tags, entities, links, emphasis, code) becomes an entity -- run names, messages and
+    errors come from users."""
+    return "".join(_MARKUP.get(c, c) for c in str(text))
+
+
+def run_label(run) -> str:
+    """How a run is named in selectors: "name — id" (plain text; selectors escape it)."""
+    return f"{run.config.get('name')} — {run.id}"
+
+
+def run_choices(store, task: str = "train", where=None) -> dict[str, str]:
+    """{"name — id": id} of the store's finished runs of ``task`` (and ``where(run)``),
+    newest first: what the pages' run selectors offer."""
+    return {run_label(r): r.id for r in reversed(store.finished(task)) if where is None or where(r)}
+
+
+class MessageArea(pn.viewable.Viewer):
+    """An alert line whose text is always escaped (``say(text, kind)``; ``**bold**`` in
+    the template is kept, user values are not interpreted)."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._pane = pn.pane.Alert("", alert_type="light", visible=False, sizing_mode="stretch_width")
+
+    def say(self, template: str, kind: str = "success", **values) -> None:
+        """Show ``template.format(**escaped values)``."""
+        self._pane.object = template.format(**{k: escape(v) for k, v in values.items()})
+        self._pane.alert_type = kind
+        self._pane.visible = True
+
+    @property
+    def text(self) -> str:
+        return self._pane.object
+
+    @property
+    def kind(self) -> str:
+        return self._pane.alert_type
+
+    def __panel__(self):
+        return self._pane
+
+
+def loading(text: str):
+    """A spinner with a line of text (shown while something is built or loaded)."""
+    return pn.Row(pn.indicators.LoadingSpinner(value=True, size=24, sizing_mode="fixed"),
+                  pn.pane.Markdown(escape(text)), sizing_mode="stretch_width")

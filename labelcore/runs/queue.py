@@ -1,0 +1,131 @@
+"""The job queue: queued runs of a store started ``max_workers`` at a time, each in a
+fresh Python subprocess (``python -m labelcore.runs RUN``) or as a task on a
+``dask.distributed`` cluster running the same :func:`labelcore.runs.tasks.execute`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from labelcore.runs.store import FINAL_STATES, Run, RunStore, _now
+from labelcore.runs.tasks import execute
+
+
+class JobQueue:
+    """Runs queued runs of a :class:`RunStore`, ``max_workers`` at a time, in the order
+    they were created.
+
+    Locally each run is a subprocess (``python -m labelcore.runs RUN``); with ``client`` (a
+    ``dask.distributed.Client``) it is a task on the cluster running the same
+    :func:`execute`. Call :meth:`poll` to advance the queue (the app calls it from a
+    periodic callback), or :meth:`start` for a background thread that polls, and
+    :meth:`wait` to block until given runs end.
+    """
+
+    def __init__(self, store: RunStore, max_workers: int = 1, client=None, grace: float = 10.0):
+        self.store = store
+        self.max_workers = int(max_workers)
+        self.client = client
+        self.grace = float(grace)
+        self._active: dict[str, object] = {}   # run id -> Popen or dask Future
+        self._cancel_time: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._thread = None
+        self._stop = threading.Event()
+
+    def submit(self, config) -> Run:
+        run = self.store.create(config)
+        self.poll()
+        return run
+
+    def _launch(self, run: Run):
+        if self.client is not None:
+            return self.client.submit(execute, str(run.path), pure=False, key=f"labelcore-run-{run.id}")
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(run.path / "process.log", "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "labelcore.runs", str(run.path)],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    @staticmethod
+    def _finished(handle) -> bool:
+        return handle.poll() is not None if isinstance(handle, subprocess.Popen) else handle.done()
+
+    def poll(self) -> None:
+        """Reap finished runs, enforce cancels, start queued runs while there is room."""
+        with self._lock:
+            for rid, h in list(self._active.items()):
+                run = self.store.get(rid)
+                if self._finished(h):
+                    del self._active[rid]
+                    self._cancel_time.pop(rid, None)
+                    st = run.status()
+                    if st["state"] == "running":  # the process died without writing its end
+                        code = h.returncode if isinstance(h, subprocess.Popen) else "?"
+                        run._set_status(state="failed", finished=_now(),
+                                        error=f"the run's process ended with exit code {code}")
+                elif run.cancel_requested:
+                    t = self._cancel_time.setdefault(rid, time.monotonic())
+                    if time.monotonic() - t > self.grace:
+                        if isinstance(h, subprocess.Popen):
+                            with contextlib.suppress(ProcessLookupError):
+                                os.killpg(h.pid, 9)
+                            h.wait()
+                        else:
+                            h.cancel()
+                        del self._active[rid]
+                        self._cancel_time.pop(rid, None)
+                        run._set_status(state="cancelled", finished=_now(),
+                                        message=f"cancelled (ended after {self.grace:g} s grace)")
+            room = self.max_workers - len(self._active)
+            if room <= 0:
+                return
+            for run in self.store.runs():
+                if room <= 0:
+                    break
+                if run.id in self._active or run.state != "queued":
+                    continue
+                run._set_status(message="starting")
+                self._active[run.id] = self._launch(run)
+                room -= 1
+
+    @property
+    def active(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
+    def start(self, interval: float = 0.5) -> JobQueue:
+        """Poll in a daemon thread every ``interval`` seconds."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+
+            def loop():
+                while not self._stop.wait(interval):
+                    self.poll()
+
+            self._thread = threading.Thread(target=loop, daemon=True, name="labelcore-jobqueue")
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, runs=None, timeout: float | None = None, interval: float = 0.2) -> None:
+        """Block until ``runs`` (default: all active and queued) have ended."""
+        ids = None if runs is None else [r.id if isinstance(r, Run) else r for r in runs]
+        t0 = time.monotonic()
+        while True:
+            self.poll()
+            pending = [r for r in self.store.runs() if (ids is None or r.id in ids)
+                       and r.state not in FINAL_STATES]
+            if not pending:
+                return
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"runs still not finished after {timeout} s: {[r.id for r in pending]}")
+            time.sleep(interval)
