@@ -15,7 +15,7 @@ KEPT, DROPPED, STOPPED = "#2f5f8a", "#d1495b", "#999999"
 
 
 #: characters that start HTML or Markdown markup (links, emphasis, code), as entities
-_MARKUP = {c: f"&#{ord(c)};" for c in "&<>\"'*`[]\\|~"}
+_MARKUP = {c: f"&#{ord(c)};" for c in "&<>*`[]\\|~"}
 
 
 def escape(text) -> str:

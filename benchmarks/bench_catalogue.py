@@ -30,8 +30,8 @@ def _rss_mb() -> float:
 def child(kind, model_dir, spectra, out, chunk_rows):
     """One measurement in a fresh process, so each peak-memory figure is its own."""
     from labelcore.catalogue import predict_catalogue
-    from labelcore.methods import load_model
     from labelcore.data.io import read_spectra, read_table
+    from labelcore.methods import load_model
 
     model = load_model(model_dir)
     base = _rss_mb()

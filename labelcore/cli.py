@@ -11,9 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+from astropy.io import fits
+
+from labelcore import settings
 from labelcore._lazy import load
+from labelcore.catalogue import predict_catalogue
+from labelcore.data.io import read_table, spectra_info
+from labelcore.data.manifests import list_manifests, load_manifest
 from labelcore.errors import LabelcoreError
 from labelcore.methods import method_names
+from labelcore.prep.ingest import ingest, parse_grid
+from labelcore.prep.training import PAPER_LABELS, build_from_files, build_training_set
+from labelcore.runs import JobQueue, RunStore, build_config, ensure_demo_runs, execute
 
 
 def _progress(frac, msg):
@@ -21,7 +30,6 @@ def _progress(frac, msg):
 
 
 def cmd_ingest(a) -> int:
-    from labelcore.prep.ingest import ingest, parse_grid
 
     wave = parse_grid(a.grid)
     t = time.perf_counter()
@@ -36,7 +44,6 @@ def cmd_ingest(a) -> int:
 
 
 def cmd_build(a) -> int:
-    from labelcore.prep.training import PAPER_LABELS, build_from_files, build_training_set
 
     names = a.labels.split(",") if a.labels else None
     if names and len(names) == 1 and names[0] in PAPER_LABELS:
@@ -66,17 +73,14 @@ def cmd_info(a) -> int:
         info = json.loads((p / "training_set.json").read_text())
         print(json.dumps({k: v for k, v in info.items() if k != "counts"}, indent=2))
     elif p.suffix in (".h5", ".hdf5"):
-        from labelcore.data.io import spectra_info
 
         print(json.dumps(spectra_info(p), indent=2, default=str))
     elif p.suffix == ".parquet":
-        from labelcore.data.io import read_table
 
         df = read_table(p)
         print(f"{len(df)} rows x {len(df.columns)} columns")
         print(df.describe().T.to_string())
     elif p.suffix in (".fits", ".fit"):
-        from astropy.io import fits
 
         with fits.open(p) as hl:
             hl.info()
@@ -86,7 +90,6 @@ def cmd_info(a) -> int:
 
 
 def cmd_manifests(a) -> int:
-    from labelcore.data.manifests import list_manifests, load_manifest
 
     for name in list_manifests():
         m = load_manifest(name)
@@ -96,13 +99,11 @@ def cmd_manifests(a) -> int:
 
 
 def _store(a):
-    from labelcore.runs import RunStore
 
     return RunStore(a.store)
 
 
 def cmd_train(a) -> int:
-    from labelcore.runs import JobQueue, build_config, execute
 
     if a.config:
         try:
@@ -156,7 +157,6 @@ def cmd_runs(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from labelcore.catalogue import predict_catalogue
 
     model = Path(a.model)
     if not model.exists():
@@ -164,13 +164,11 @@ def cmd_predict(a) -> int:
         model = store.get(a.model).path            # a run id
     phot = None
     if a.photometry:
-        from labelcore.data.io import read_table
 
         phot = read_table(a.photometry)
     t = time.perf_counter()
     out = predict_catalogue(model, a.spectra, a.out, chunk_rows=a.chunk_rows, photometry=phot,
                             progress=_progress if a.verbose else None)
-    from labelcore.data.io import read_table
 
     n = len(read_table(out, columns=["obs_id"]))
     dt = time.perf_counter() - t
@@ -179,8 +177,6 @@ def cmd_predict(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from labelcore import settings
-    from labelcore.runs import RunStore, ensure_demo_runs, execute
 
     store = RunStore(a.store or settings.demo_models_dir())
     t = time.perf_counter()

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from labelcore.catalogue import predict_catalogue
-from labelcore.methods import load_model
 from labelcore.data.containers import Spectra
 from labelcore.data.io import read_spectra, read_table, write_spectra
 from labelcore.errors import ValidationError
+from labelcore.methods import load_model
 
 
 @pytest.fixture(scope="module")

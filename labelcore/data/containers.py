@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from labelcore.constants import LABEL_UNITS, PHOT_BANDS
-from labelcore.errors import ValidationError
+from labelcore.errors import EmptySelectionError, ValidationError
 
 __all__ = ["LABEL_UNITS", "PHOT_BANDS", "Catalogue", "Labels", "Spectra"]
 
@@ -163,7 +163,6 @@ class Spectra:
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
         if idx.size == 0:
-            from labelcore.errors import EmptySelectionError
 
             raise EmptySelectionError(f"selection of spectra {self.name!r} is empty")
         return Spectra(

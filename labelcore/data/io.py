@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import dask.array as da
 import h5py
 import numpy as np
 import pandas as pd
+from astropy.io import fits
+from astropy.table import Table
 
 from labelcore.data.containers import Catalogue, Labels, Spectra
 from labelcore.errors import FormatError
@@ -55,7 +59,6 @@ def atomic_dir(path: str | os.PathLike):
     """Yield a fresh temporary folder next to ``path``; on success it replaces ``path``
     (a survey, a training set, a saved model), on failure it is removed and ``path`` is
     left as it was."""
-    import shutil
 
     path = Path(path)
     tmp = path.parent / f".{path.name}.partial"
@@ -235,7 +238,6 @@ def open_spectra_dask(path, chunk_rows: int | None = None):
     The file stays open as long as the arrays are alive (h5py handles are read-only and
     safe for the threaded scheduler; for distributed workers open per task instead).
     """
-    import dask.array as da
 
     f = _open_spectra_file(path)
     rows = chunk_rows or f["flux"].chunks[0]
@@ -248,7 +250,6 @@ def open_spectra_dask(path, chunk_rows: int | None = None):
 # ------------------------------------------------------------------ FITS interchange
 def write_fits_table(df: pd.DataFrame | Catalogue, path, units: dict | None = None) -> Path:
     """Write a table as a FITS binary table (HDU 1) through astropy, atomically."""
-    from astropy.table import Table
 
     if isinstance(df, Catalogue):
         df = df.table
@@ -268,8 +269,6 @@ def write_fits_table(df: pd.DataFrame | Catalogue, path, units: dict | None = No
 def read_fits_table(path, hdu: int | str = 1) -> pd.DataFrame:
     """Read a FITS binary table into a DataFrame (multi-dimensional columns dropped
     into lists is avoided: they are skipped with their names listed in ``df.attrs``)."""
-    from astropy.io import fits
-    from astropy.table import Table
 
     path = Path(path)
     if not path.exists():
@@ -292,8 +291,6 @@ def read_fits_table(path, hdu: int | str = 1) -> pd.DataFrame:
 def write_spectra_fits(spectra: Spectra, path) -> Path:
     """Spectra as FITS: primary = flux [N, P], HDU1 = flux error, HDU2 = mask,
     HDU3 = wavelength table, HDU4 = ids + metadata table."""
-    from astropy.io import fits
-    from astropy.table import Table
 
     err = spectra.flux_err if spectra.has_errors else np.full_like(spectra.flux, np.nan)
     meta = spectra.meta.copy()
@@ -313,7 +310,6 @@ def write_spectra_fits(spectra: Spectra, path) -> Path:
 
 def read_spectra_fits(path) -> Spectra:
     """Read spectra written by :func:`write_spectra_fits`."""
-    from astropy.io import fits
 
     try:
         with fits.open(path, memmap=False) as hl:

@@ -28,13 +28,18 @@ Registered loaders
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from labelcore.data.containers import Spectra
+from labelcore.data.io import read_fits_table, read_spectra
 from labelcore.errors import FormatError
 
 LOADERS: dict[str, Callable[..., Spectra]] = {}
@@ -56,27 +61,29 @@ def get_loader(name: str):
 
 
 def _open_fits(path):
-    from astropy.io import fits
-
+    """The HDU list of a FITS file, read whole into memory (every HDU's data read now, so
+    a truncated or damaged file fails here, and no file handle stays open on failure)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    import warnings
-
-    from astropy.utils.exceptions import AstropyUserWarning
-
+    if not path.is_file():
+        raise FormatError(f"{path}: not a file")
+    raw = path.read_bytes()
+    hl = None
     try:
         with warnings.catch_warnings():
             # a truncated or damaged file is an error here, not a warning
             warnings.simplefilter("error", AstropyUserWarning)
             warnings.simplefilter("error", fits.verify.VerifyWarning)
-            hl = fits.open(path, memmap=False)
+            hl = fits.open(io.BytesIO(raw), memmap=False)
             for h in hl:  # read every HDU now: detects truncation before any use
                 _ = h.data
         return hl
-    except (OSError, ValueError, TypeError, IndexError, AstropyUserWarning,
+    except (OSError, ValueError, TypeError, IndexError, AttributeError, KeyError, AstropyUserWarning,
             fits.verify.VerifyWarning) as exc:
-        raise FormatError(f"{path}: not a readable FITS file ({exc})") from exc
+        if hl is not None:
+            hl.close()
+        raise FormatError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from exc
 
 
 def _linear_or_log_grid(hdr, n, path, log=False):
@@ -183,7 +190,6 @@ def read_gaia_rvs(path) -> Spectra:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if path.suffix.lower() in (".fits", ".fit"):
-        from labelcore.data.io import read_fits_table
 
         df = read_fits_table(path)
     else:
@@ -254,6 +260,5 @@ def read_galah_spectrum(path) -> Spectra:
 
 @register_loader("labelcore_hdf5")
 def read_labelcore_hdf5(path, rows=None) -> Spectra:
-    from labelcore.data.io import read_spectra
 
     return read_spectra(path, rows)

@@ -30,6 +30,7 @@ import yaml
 from labelcore import settings
 from labelcore.data.containers import Catalogue
 from labelcore.data.cutspec import validate_cuts
+from labelcore.data.io import read_fits_table, read_table
 from labelcore.errors import FormatError, ManifestError
 
 
@@ -126,7 +127,6 @@ def list_manifests() -> list[str]:
 
 
 def _read_raw_table(path: Path, prod: dict) -> pd.DataFrame:
-    from labelcore.data.io import read_fits_table, read_table
 
     fmt = prod.get("format") or path.suffix.lstrip(".").lower()
     suffix = path.suffix.lower()

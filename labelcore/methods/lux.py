@@ -70,17 +70,21 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, Self
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
+from labelcore.data.containers import Labels, Spectra
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods.base import LabelMethod, Prediction, report
 from labelcore.methods.params import Param
+from labelcore.progress import ProgressCallback
 
 
 class Latents(NamedTuple):
@@ -341,9 +345,34 @@ class Lux(LabelMethod):
         return out
 
     # ------------------------------------------------------------------ public API
-    def fit(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
-            label_names=None, wave=None, progress=None):
-        """Train on spectra and (possibly incomplete) labels. Returns self."""
+    def fit(self, flux: ArrayLike | Spectra, labels: ArrayLike | Labels, *, flux_err: ArrayLike | None = None,
+            label_err: ArrayLike | None = None, photometry: ArrayLike | None = None,
+            label_names: Sequence[str] | None = None, wave: ArrayLike | None = None,
+            progress: ProgressCallback | None = None) -> Self:
+        """Train on spectra and (possibly incomplete) labels. Returns self.
+
+        Parameters
+        ----------
+        flux : array [N, P] or Spectra
+            Training spectra on one grid; NaN/inf flux and non-positive errors are bad
+            pixels.
+        labels : array [N, M] or Labels
+            Training labels, NaN = missing.
+        flux_err, label_err : array, optional
+            1-sigma uncertainties of the flux [N, P] and of the labels [N, M].
+        photometry : array [N, K], optional
+            Absolute magnitudes + A_V (methods with capability ``photometry``).
+        label_names : sequence of str, optional
+            Canonical names of the M labels (default ``label_0``, ...).
+        wave : array [P], optional
+            The wavelength grid, kept with the model (catalogue prediction checks it).
+        progress : callable, optional
+            ``progress(fraction, message)``.
+
+        Returns
+        -------
+        self
+        """
         if photometry is not None:
             warnings.warn("Lux does not use photometry; it is ignored", UserWarning, stacklevel=2)
         f, e, bad, y, ye, names = self._prepare(flux, labels, flux_err, label_err, label_names)
@@ -467,8 +496,28 @@ class Lux(LabelMethod):
         z, g = self._test_latents(f, wf, self.B_, (self.z_mean_, self.z_precision_), True)
         return Latents(z, wf, g)
 
-    def predict(self, flux, *, flux_err=None, photometry=None, return_std=False):
-        """Labels [N, M] from spectra (and 1-sigma formal errors with ``return_std``)."""
+    def predict(self, flux: ArrayLike | Spectra, *, flux_err: ArrayLike | None = None,
+                photometry: ArrayLike | None = None, return_std: bool = False
+                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Labels [N, M] from spectra (and 1-sigma formal errors with ``return_std``).
+
+        Parameters
+        ----------
+        flux : array [N, P] or Spectra
+            Spectra on the training grid (bad pixels NaN).
+        flux_err : array [N, P], optional
+            1-sigma flux uncertainties.
+        photometry : array [N, K], optional
+            Needed when the model was fitted with photometry (``uses_photometry``).
+        return_std : bool
+            Also return the 1-sigma errors.
+
+        Returns
+        -------
+        labels : ndarray [N, M]
+        errors : ndarray [N, M]
+            Only with ``return_std``.
+        """
         return self._labels(self.transform(flux, flux_err=flux_err), return_std)
 
     def _labels(self, lat: Latents, return_std: bool):
@@ -481,11 +530,24 @@ class Lux(LabelMethod):
         var = np.einsum("mp,npm->nm", self.A_, X)
         return y, np.sqrt(np.maximum(var, 0)) * self.label_scale_
 
-    def predict_spectra(self, labels, *, label_err=None):
+    def predict_spectra(self, labels: ArrayLike, *, label_err: ArrayLike | None = None) -> np.ndarray:
         """Emulator (paper section 4.3, reverse direction): latents from labels at fixed A,
         then spectra = B z. With P > M the labels alone under-determine the latents; the
         same prior as the test step (``test_prior``) picks the solution, so with the
-        default the result is the expected spectrum of a star with those labels."""
+        default the result is the expected spectrum of a star with those labels.
+
+        Parameters
+        ----------
+        labels : array [N, M]
+            Labels in the model's order (``label_names_``).
+        label_err : array [N, M], optional
+            Their uncertainties (used by a method whose emulator weighs them).
+
+        Returns
+        -------
+        ndarray [N, P]
+            Model flux on the training grid.
+        """
         self._check_fitted()
         y, ye, _ = self._label_arrays(labels, label_err, self.label_names_)
         yt = (y - self.label_center_) / self.label_scale_

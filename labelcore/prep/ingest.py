@@ -27,13 +27,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelcore.data.io import SpectraWriter
+from labelcore.data.loaders import get_loader
 from labelcore.errors import FormatError, LabelcoreError, ValidationError
+from labelcore.prep.continuum import normalise
+from labelcore.prep.resample import linear_grid, log_grid, resample, to_rest_frame
+from labelcore.progress import report
 
 
 def parse_grid(text: str) -> np.ndarray:
     """A wavelength grid from ``"START:STOP:STEP"`` (linear, Angstrom, STOP excluded) or
     ``"log:START:STOP:DLOG10"`` (log-linear)."""
-    from labelcore.prep.resample import linear_grid, log_grid
 
     parts = text.split(":")
     try:
@@ -47,8 +51,6 @@ def parse_grid(text: str) -> np.ndarray:
 
 
 def _prepare(s, wave, rest_frame, normalise_continuum, knot_spacing):
-    from labelcore.prep.continuum import normalise
-    from labelcore.prep.resample import resample, to_rest_frame
 
     if rest_frame:
         if "rv" not in s.meta.columns:
@@ -65,9 +67,6 @@ def ingest(files, loader: str, out, *, wave, rest_frame: bool = False, normalise
            knot_spacing: float = 50.0, on_error: str = "raise", chunk: int = 256, progress=None) -> dict:
     """Write the spectra of ``files`` (read by ``loader``) on the grid ``wave`` to ``out``
     (labelcore HDF5). Returns ``{"n_spectra", "n_files", "skipped": {file: reason}}``."""
-    from labelcore.data.io import SpectraWriter
-    from labelcore.data.loaders import get_loader
-    from labelcore.progress import report
 
     files = [Path(f) for f in files]
     if not files:

@@ -8,6 +8,7 @@ neighbour that contributes to it is bad, or when it falls outside the input grid
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from labelcore._numerics import doppler_factor, interp_weights
 from labelcore.data.containers import Spectra, check_wavelength_grid
@@ -84,7 +85,6 @@ def stack(spectra_list, wave) -> Spectra:
     """Resample many single- or multi-spectrum objects on to one grid and stack them."""
     if not spectra_list:
         raise ValidationError("nothing to stack: empty list of spectra")
-    import pandas as pd
 
     parts = [resample(s, wave) for s in spectra_list]
     return Spectra(

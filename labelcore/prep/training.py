@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from labelcore.constants import PAPER_LABELS, PHOT_BANDS
-from labelcore.data.containers import Labels, Spectra
+from labelcore.data.containers import LABEL_UNITS, Labels, Spectra
 from labelcore.data.io import (
     atomic_dir,
     read_spectra,
@@ -27,7 +27,7 @@ from labelcore.data.io import (
     write_spectra,
     write_table,
 )
-from labelcore.data.manifests import load_manifest
+from labelcore.data.manifests import load_manifest, read_survey_table
 from labelcore.errors import EmptySelectionError, ValidationError
 from labelcore.prep.crossmatch import crossmatch, dedupe
 from labelcore.prep.cuts import apply_cuts
@@ -163,8 +163,6 @@ def build_from_files(spectra_path, label_table_path, manifest: str, product: str
     spectra metadata column ``spectra_on`` (default the same name; ``obs_id`` is the
     spectra file's ids). ``preset`` names a preset of ``manifest`` (the paper's cuts);
     ``label_names`` default to every label of the table the manifest maps."""
-    from labelcore.data.containers import LABEL_UNITS
-    from labelcore.data.manifests import read_survey_table
 
     man = load_manifest(manifest)
     labels = read_survey_table(label_table_path, man, product).table

@@ -15,6 +15,18 @@ from pathlib import Path
 from labelcore.runs.store import FINAL_STATES, Run, RunStore, _now
 from labelcore.runs.tasks import execute
 
+#: every run subprocess this process started and has not yet seen end: kept (so a queue that
+#: is dropped never leaves an unreaped child) and reaped by any queue's poll
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _reap_children() -> None:
+    with _CHILDREN_LOCK:
+        for p in list(_CHILDREN):
+            if p.poll() is not None:
+                _CHILDREN.discard(p)
+
 
 class JobQueue:
     """Runs queued runs of a :class:`RunStore`, ``max_workers`` at a time, in the order
@@ -50,8 +62,11 @@ class JobQueue:
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(run.path / "process.log", "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "labelcore.runs", str(run.path)],
+            proc = subprocess.Popen([sys.executable, "-m", "labelcore.runs", str(run.path)],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(proc)
+        return proc
 
     @staticmethod
     def _finished(handle) -> bool:
@@ -59,6 +74,7 @@ class JobQueue:
 
     def poll(self) -> None:
         """Reap finished runs, enforce cancels, start queued runs while there is room."""
+        _reap_children()
         with self._lock:
             for rid, h in list(self._active.items()):
                 run = self.store.get(rid)

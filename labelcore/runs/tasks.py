@@ -23,7 +23,7 @@ from labelcore.data.io import atomic_dir, atomic_path, read_table
 from labelcore.errors import LabelcoreError, ValidationError
 from labelcore.evaluate import bias_scatter, spectrum_fits
 from labelcore.methods import capabilities as caps
-from labelcore.methods import method_class
+from labelcore.methods import method_class, method_names
 from labelcore.runs.config import TrainConfig, build_config, data_source
 from labelcore.runs.store import FINAL_STATES, Run, RunError, RunStore, _now, _write_json
 
@@ -195,7 +195,6 @@ DEMO_DATA = {"setup": "rave", "n_train": 800, "n_test": 200, "seed": 11, "snr": 
 def demo_configs() -> list[TrainConfig]:
     """The demo runs: every method with model spectra, on :data:`DEMO_DATA`, with its
     CODs where it has them (quick settings, so a first start takes about a minute)."""
-    from labelcore.methods import method_names
 
     out = []
     for name in method_names():

@@ -96,6 +96,7 @@ def server(small_survey, demo_cache, finished_runs):
     yield url
     proc.terminate()
     proc.wait(timeout=20)
+    proc.stdout.close()
 
 
 def test_catalogue_page_renders_in_chromium(server, tmp_path):

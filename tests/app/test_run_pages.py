@@ -13,9 +13,9 @@ hv = pytest.importorskip("holoviews")
 
 from app.pages.compare import ComparePage  # noqa: E402
 from app.pages.curves import LearningCurvesPage  # noqa: E402
+from app.pages.train import TrainPage, parse_value  # noqa: E402
 from app.state import AppState  # noqa: E402
 from labelcore.evaluate import metrics_table  # noqa: E402
-from app.pages.train import TrainPage, parse_value  # noqa: E402
 from labelcore.methods import Lux  # noqa: E402
 from labelcore.runs import JobQueue, RunStore  # noqa: E402
 
@@ -48,7 +48,7 @@ def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
     cfg = page.config()
     assert cfg["params"] == {"n_latent": 8, "omega": 1.0}
     assert cfg["data"] == {"kind": "synthetic", "setup": "rave", "n_train": 200, "n_test": 40, "seed": 2,
-                           "labels": ["teff", "logg"], "photometry": False}
+                           "labels": ["teff", "logg"], "photometry": False, "snr": [20, 300]}
     run = page.launch()
     assert run is not None and q.active == [run.id]
     q.wait([run], timeout=300)

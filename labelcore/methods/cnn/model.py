@@ -41,12 +41,16 @@ while it no longer changes. Larger ensembles are trained as several such models.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 import dask
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
+from labelcore.data.containers import Labels, Spectra
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods.base import LabelMethod, report
@@ -59,6 +63,7 @@ from labelcore.methods.cnn.network import (
 )
 from labelcore.methods.cnn.training import _EnsembleStopper, _make_dataset
 from labelcore.methods.params import Param
+from labelcore.progress import ProgressCallback
 
 
 class CNN(LabelMethod):
@@ -183,8 +188,35 @@ class CNN(LabelMethod):
         return np.where(bad, 1.0, f).astype(np.float32)
 
     # ------------------------------------------------------------------ training
-    def fit(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
-            label_names=None, wave=None, progress=None):
+    def fit(self, flux: ArrayLike | Spectra, labels: ArrayLike | Labels, *, flux_err: ArrayLike | None = None,
+            label_err: ArrayLike | None = None, photometry: ArrayLike | None = None,
+            label_names: Sequence[str] | None = None, wave: ArrayLike | None = None,
+            progress: ProgressCallback | None = None) -> Self:
+        """Train the ensemble (see the class docstring); members stop early on their own
+        test sets, the worst ``drop_fraction`` are dropped.
+
+        Parameters
+        ----------
+        flux : array [N, P] or Spectra
+            Training spectra on one grid; NaN/inf flux and non-positive errors are bad
+            pixels.
+        labels : array [N, M] or Labels
+            Training labels, NaN = missing.
+        flux_err, label_err : array, optional
+            1-sigma uncertainties of the flux [N, P] and of the labels [N, M].
+        photometry : array [N, K], optional
+            Absolute magnitudes + A_V (methods with capability ``photometry``).
+        label_names : sequence of str, optional
+            Canonical names of the M labels (default ``label_0``, ...).
+        wave : array [P], optional
+            The wavelength grid, kept with the model (catalogue prediction checks it).
+        progress : callable, optional
+            ``progress(fraction, message)``.
+
+        Returns
+        -------
+        self
+        """
         _keras()  # sets the backend up before any array work
         t0 = time.perf_counter()
         f, _, bad = self._flux_arrays(flux, None)
@@ -374,8 +406,28 @@ class CNN(LabelMethod):
         cache[k] = (net, model)
         return model
 
-    def predict(self, flux, *, flux_err=None, photometry=None, return_std=False):
-        """Mean of the kept members (and their standard deviation with ``return_std``)."""
+    def predict(self, flux: ArrayLike | Spectra, *, flux_err: ArrayLike | None = None,
+                photometry: ArrayLike | None = None, return_std: bool = False
+                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Mean of the kept members (and their standard deviation with ``return_std``).
+
+        Parameters
+        ----------
+        flux : array [N, P] or Spectra
+            Spectra on the training grid (bad pixels NaN).
+        flux_err : array [N, P], optional
+            1-sigma flux uncertainties.
+        photometry : array [N, K], optional
+            Needed when the model was fitted with photometry (``uses_photometry``).
+        return_std : bool
+            Also return the 1-sigma errors.
+
+        Returns
+        -------
+        labels : ndarray [N, M]
+        errors : ndarray [N, M]
+            Only with ``return_std``.
+        """
         ym = self.predict_members(flux, photometry=photometry)[:, self.kept_members_]
         mean = ym.mean(axis=1)
         if not return_std:

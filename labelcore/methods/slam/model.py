@@ -59,16 +59,24 @@ choices agree with a straightforward per-pixel ``GridSearchCV(SVR)``.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
-from typing import NamedTuple
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Self
 
+import dask
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
+from sklearn import config_context
 from sklearn.base import clone
+from sklearn.svm import SVR
 
+from labelcore.data.containers import Labels, Spectra
 from labelcore.errors import FormatError, ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods.base import LabelMethod, Prediction, report
@@ -79,6 +87,7 @@ from labelcore.methods.slam.kernels import kernel_features, rbf
 from labelcore.methods.slam.lm import LMState, evaluate_at, init_search, lm_chunk, model_flux
 from labelcore.methods.slam.svr import svr_fit
 from labelcore.prep.standardise import Standardiser
+from labelcore.progress import ProgressCallback
 
 DEFAULT_C = tuple(float(x) for x in 10.0 ** np.array([0.0, 0.5, 1.0, 1.5, 2.0]))
 DEFAULT_GAMMA = tuple(float(x) for x in 10.0 ** np.array([-3.0, -2.5, -2.0, -1.5, -1.0]))
@@ -262,11 +271,7 @@ class SLAM(LabelMethod):
 
     def _exact_cv(self, x, y, m, Cs, gammas, fold, cand, progress=None, frac=(0.0, 1.0)):
         """libsvm CV MSE and MD [J, nC, nG] at the grid points ``cand`` (0 elsewhere)."""
-        import os
-        from concurrent.futures import ThreadPoolExecutor
 
-        from sklearn import config_context
-        from sklearn.svm import SVR
 
         k = int(self.n_folds)
         n_jobs = int(self.n_jobs or os.cpu_count() or 1)
@@ -354,7 +359,6 @@ class SLAM(LabelMethod):
         n_chunks = int(max(1, min(int(self.pixel_chunks), J)))
         if n_chunks == 1:
             return [self._train_chunk(x, ys, m, Cs, gammas, progress, (0.0, 0.95))]
-        import dask
 
         blocks = np.array_split(np.arange(J), n_chunks)
         report(progress, 0.0, f"SLAM: training {J} pixels in {n_chunks} dask tasks")
@@ -362,11 +366,36 @@ class SLAM(LabelMethod):
         return list(dask.compute(*tasks))
 
     # ----------------------------------------------------------------- public API
-    def fit(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
-            label_names=None, wave=None, progress=None):
+    def fit(self, flux: ArrayLike | Spectra, labels: ArrayLike | Labels, *, flux_err: ArrayLike | None = None,
+            label_err: ArrayLike | None = None, photometry: ArrayLike | None = None,
+            label_names: Sequence[str] | None = None, wave: ArrayLike | None = None,
+            progress: ProgressCallback | None = None) -> Self:
         """Train the per-pixel SVRs. Stars with any missing (NaN) label are dropped (SLAM
         needs every label of a training star); their number is kept in
-        ``n_dropped_missing_``. Returns self."""
+        ``n_dropped_missing_``. Returns self.
+
+        Parameters
+        ----------
+        flux : array [N, P] or Spectra
+            Training spectra on one grid; NaN/inf flux and non-positive errors are bad
+            pixels.
+        labels : array [N, M] or Labels
+            Training labels, NaN = missing.
+        flux_err, label_err : array, optional
+            1-sigma uncertainties of the flux [N, P] and of the labels [N, M].
+        photometry : array [N, K], optional
+            Absolute magnitudes + A_V (methods with capability ``photometry``).
+        label_names : sequence of str, optional
+            Canonical names of the M labels (default ``label_0``, ...).
+        wave : array [P], optional
+            The wavelength grid, kept with the model (catalogue prediction checks it).
+        progress : callable, optional
+            ``progress(fraction, message)``.
+
+        Returns
+        -------
+        self
+        """
         if photometry is not None:
             warnings.warn("SLAM does not use photometry; it is ignored", UserWarning, stacklevel=2)
         t0 = time.perf_counter()
@@ -656,15 +685,48 @@ class SLAM(LabelMethod):
         return Prediction(d["labels"], d["errors"],
                           {k: d[k] for k in ("converged", "n_iter", "chi2_reduced", "rmse")})
 
-    def predict(self, flux, *, flux_err=None, photometry=None, return_std=False):
+    def predict(self, flux: ArrayLike | Spectra, *, flux_err: ArrayLike | None = None,
+                photometry: ArrayLike | None = None, return_std: bool = False
+                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Maximum-likelihood labels [N, M] (eq. 8); with ``return_std`` also the formal
-        1-sigma errors from the LM covariance. Convergence flags: :meth:`predict_details`."""
+        1-sigma errors from the LM covariance. Convergence flags: :meth:`predict_details`.
+
+        Parameters
+        ----------
+        flux : array [N, P] or Spectra
+            Spectra on the training grid (bad pixels NaN).
+        flux_err : array [N, P], optional
+            1-sigma flux uncertainties.
+        photometry : array [N, K], optional
+            Needed when the model was fitted with photometry (``uses_photometry``).
+        return_std : bool
+            Also return the 1-sigma errors.
+
+        Returns
+        -------
+        labels : ndarray [N, M]
+        errors : ndarray [N, M]
+            Only with ``return_std``.
+        """
         d = self.likelihood_fit(flux, flux_err=flux_err)
         return (d["labels"], d["errors"]) if return_std else d["labels"]
 
-    def predict_spectra(self, labels, *, label_err=None) -> np.ndarray:
+    def predict_spectra(self, labels: ArrayLike, *, label_err: ArrayLike | None = None) -> np.ndarray:
         """The SLAM model flux (physical units) for given labels [N, M] (every label given;
-        ``label_err`` is not used: the model is a deterministic function of the labels)."""
+        ``label_err`` is not used: the model is a deterministic function of the labels).
+
+        Parameters
+        ----------
+        labels : array [N, M]
+            Labels in the model's order (``label_names_``).
+        label_err : array [N, M], optional
+            Their uncertainties (used by a method whose emulator weighs them).
+
+        Returns
+        -------
+        ndarray [N, P]
+            Model flux on the training grid.
+        """
         self._check_fitted()
         y, _, _ = self._label_arrays(labels, None, self.label_names_, allow_missing=False)
         xs = self.label_scaler_.transform(y)
