@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from labelcore.errors import ValidationError
+
 C_KMS = 299_792.458
 
 
@@ -47,3 +49,22 @@ def doppler_factor(rv_kms) -> np.ndarray:
     """Relativistic Doppler factor lambda_obs / lambda_rest for radial velocity ``rv``."""
     beta = np.asarray(rv_kms, dtype=float) / C_KMS
     return np.sqrt((1.0 + beta) / (1.0 - beta))
+
+
+def as_real(name: str, a, dtype=np.float64) -> np.ndarray:
+    """``a`` as a real floating-point array; :class:`ValidationError` naming ``name`` for
+    complex or non-numeric input (strings, objects) instead of a numpy traceback."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:          # ragged nested lists
+        raise ValidationError(f"{name} is not a rectangular array of numbers ({exc})") from None
+    if np.iscomplexobj(arr):
+        raise ValidationError(f"{name} is complex; real numbers are needed")
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(dtype)
+        except (ValueError, TypeError):
+            first = arr.flat[0] if arr.size else None
+            raise ValidationError(f"{name} must be numeric; got values of type {arr.dtype} "
+                                  f"(e.g. {first!r})") from None
+    return arr.astype(dtype, copy=False)

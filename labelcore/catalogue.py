@@ -34,22 +34,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labelcore.data.io import atomic_path, read_spectra, spectra_info
+from labelcore.data.io import atomic_path, check_not_input, read_spectra, spectra_info
 from labelcore.errors import ValidationError
 from labelcore.methods import load_model
 from labelcore.prep.photometry import photometry_matrix
 from labelcore.progress import report
-
-
-def _check_grid(model, wave, path):
-    if model.n_pixels_ != wave.size:
-        raise ValidationError(f"{path} has {wave.size} pixels per spectrum; the model was trained on "
-                              f"{model.n_pixels_}. Resample first (labelcore.prep.resample).")
-    mw = getattr(model, "wave_", None)
-    if mw is not None and not np.allclose(wave, mw, rtol=1e-6, atol=0):
-        raise ValidationError(f"{path}: the wavelength grid differs from the model's "
-                              f"({wave[0]:.3f}-{wave[-1]:.3f} vs {mw[0]:.3f}-{mw[-1]:.3f} Å). "
-                              "Resample first (labelcore.prep.resample).")
 
 
 def _photometry_rows(photometry: pd.DataFrame | None, ids, meta: pd.DataFrame):
@@ -113,6 +102,8 @@ def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, 
     a saved model folder or a run folder (a folder is needed with ``client``). Returns the
     output path."""
     spectra_path = Path(spectra_path)
+    check_not_input(out_path, spectra_path, model if isinstance(model, str | Path) else None,
+                    what="output catalogue")
     info = spectra_info(spectra_path)
     n = info["n_spectra"]
     if n == 0:
@@ -124,7 +115,7 @@ def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, 
     fitted = load_model(model) if isinstance(model, str | Path) else model
     with h5py.File(spectra_path, "r") as f:
         wave = f["wave"][:]
-    _check_grid(fitted, wave, spectra_path)
+    fitted.check_grid(wave, where=str(spectra_path))
     bounds = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
     with atomic_path(out_path, ".parquet") as tmp:
         writer = None

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from astropy.io import fits
-
 from labelcore import settings
 from labelcore._lazy import load
 from labelcore.catalogue import predict_catalogue
-from labelcore.data.io import read_table, spectra_info
+from labelcore.data.io import check_not_input, check_replaceable, read_table, spectra_info
+from labelcore.data.loaders import open_fits
 from labelcore.data.manifests import list_manifests, load_manifest
 from labelcore.errors import LabelcoreError
 from labelcore.methods import method_names
@@ -48,7 +48,15 @@ def cmd_build(a) -> int:
     names = a.labels.split(",") if a.labels else None
     if names and len(names) == 1 and names[0] in PAPER_LABELS:
         names = PAPER_LABELS[names[0]]
-    cuts = [json.loads(c) for c in (a.cut or [])]
+    cuts = []
+    for i, c in enumerate(a.cut or [], 1):
+        try:
+            cuts.append(json.loads(c))
+        except json.JSONDecodeError as exc:
+            raise LabelcoreError(f"--cut number {i} is not valid JSON ({exc.msg} at character {exc.pos}): "
+                                 f"{c!r}") from exc
+    check_not_input(a.out, a.survey, a.spectra, a.label_table, what="--out folder")
+    check_replaceable(a.out, "training_set", force=a.force)      # before the work, not after
     if a.spectra:
         if not (a.label_table and a.manifest):
             raise LabelcoreError("--spectra needs --label-table and --manifest")
@@ -60,7 +68,7 @@ def cmd_build(a) -> int:
     else:
         raise LabelcoreError("give a survey folder, or --spectra with --label-table and --manifest")
     print(ts.counts.to_string(index=False))
-    ts.save(a.out)
+    ts.save(a.out, force=a.force)
     print(f"saved training set of {len(ts)} spectra x {len(ts.labels.names)} labels to {a.out}")
     return 0
 
@@ -82,7 +90,7 @@ def cmd_info(a) -> int:
         print(df.describe().T.to_string())
     elif p.suffix in (".fits", ".fit"):
 
-        with fits.open(p) as hl:
+        with open_fits(p) as hl:
             hl.info()
     else:
         raise LabelcoreError(f"don't know how to describe {p}")
@@ -122,14 +130,14 @@ def cmd_train(a) -> int:
                            test_fraction=a.test_fraction, seed=a.seed, photometry=a.photometry, name=a.name,
                            cods=a.cods)
     store = _store(a)
-    run = store.create(cfg)
-    print(f"run {run.id} in {store.root}")
     if a.background:
-        q = JobQueue(store)
-        q.poll()
+        run = JobQueue(store).submit_now(cfg)
+        print(f"run {run.id} in {store.root}")
         print("started in the background; follow it with `labelcore runs`")
         return 0
-    execute(run, min_interval=0.0 if a.verbose else 2.0)
+    run = store.create(cfg, claim=f"labelcore train pid {os.getpid()}")   # born claimed: runs here only
+    print(f"run {run.id} in {store.root}")
+    execute(run, token=run.claim_token, min_interval=0.0 if a.verbose else 2.0)
     st = run.status()
     if st["state"] != "done":
         print(f"run {run.id} {st['state']}: {st.get('error', st.get('message'))}", file=sys.stderr)
@@ -181,9 +189,12 @@ def cmd_demo(a) -> int:
     store = RunStore(a.store or settings.demo_models_dir())
     t = time.perf_counter()
     for run in ensure_demo_runs(store):
-        if run.state == "queued":
+        token = run.claim(f"labelcore demo pid {os.getpid()}") if run.state == "queued" else None
+        if token is not None:
             print(f"training {run.config['name']} ({run.id})", flush=True)
-            execute(run, min_interval=2.0)
+            execute(run, token=token, min_interval=2.0)
+        while run.state in ("queued", "running"):     # another process (a served app) is building it
+            time.sleep(2.0)
         st = run.status()
         print(f"  {run.config['name']}: {st['state']} {st.get('error') or st.get('message', '')}")
         if st["state"] != "done":
@@ -204,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-lamost", type=int)
     s.add_argument("--n-apogee", type=int)
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--force", action="store_true", help="replace --out even if it is not a survey folder")
     s.add_argument("--raw", action="store_true",
                    help="un-normalised, observed-frame spectra (exercise continuum and RV steps)")
     s.set_defaults(fn=lambda a: load("labelcore.data.synth.cli:cmd_synth")(a))
@@ -238,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--photometry", action="store_true")
     b.add_argument("--max-stars", type=int)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--force", action="store_true", help="replace --out even if it is not a training set")
     b.set_defaults(fn=cmd_build)
     i = sub.add_parser("info", help="describe a survey, training set, spectra or table file")
     i.add_argument("path")
@@ -286,9 +299,22 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (LabelcoreError, FileNotFoundError, ValueError) as exc:
-        print(f"labelcore {args.cmd}: error: {exc}", file=sys.stderr)
+    except (LabelcoreError, OSError, ValueError) as exc:
+        # user errors and what the operating system refuses (no such file, permission,
+        # a folder where a file was expected, disk full): one line, exit code 2
+        print(f"labelcore {args.cmd}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"labelcore {args.cmd}: error: out of memory (try fewer spectra at a time)", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        why = exc.strerror or type(exc).__name__
+        return f"{exc.filename}: {why}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

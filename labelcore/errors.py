@@ -19,3 +19,7 @@ class ManifestError(LabelcoreError, ValueError):
 
 class EmptySelectionError(LabelcoreError, ValueError):
     """A cut or cross-match that leaves no rows."""
+
+
+class MissingInputError(LabelcoreError, FileNotFoundError):
+    """An input file or folder that does not exist (also a :class:`FileNotFoundError`)."""

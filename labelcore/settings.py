@@ -12,6 +12,9 @@ environment variable         meaning                                            
                              app may open                                        working directory
 ``LABELCORE_MANIFESTS``      a folder of survey manifests to use instead of the  the manifests shipped in the
                              shipped ones                                        package (``labelcore/data_manifests``)
+``LABELCORE_HEARTBEAT``      seconds without a heartbeat after which a running   30
+                             run reads as failed
+``LABELCORE_MAX_QUEUED``     queued runs one app session may have at once        4
 ===========================  ==================================================  =================================
 
 Every function reads the environment when called (so tests and notebooks may change it).
@@ -75,3 +78,20 @@ def manifest_dir() -> Path:
     if env:
         return Path(env)
     return Path(str(resources.files("labelcore") / "data_manifests"))
+
+
+def heartbeat_timeout() -> float:
+    """Seconds without a heartbeat after which a running run reads as failed
+    (``$LABELCORE_HEARTBEAT``, default 30)."""
+    try:
+        return max(1.0, float(os.environ.get("LABELCORE_HEARTBEAT", 30.0)))
+    except ValueError:
+        return 30.0
+
+
+def max_queued_per_session() -> int:
+    """Queued runs one app session may have at once (``$LABELCORE_MAX_QUEUED``, default 4)."""
+    try:
+        return max(1, int(os.environ.get("LABELCORE_MAX_QUEUED", 4)))
+    except ValueError:
+        return 4

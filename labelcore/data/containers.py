@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from labelcore._numerics import as_real
 from labelcore.constants import LABEL_UNITS, PHOT_BANDS
 from labelcore.errors import EmptySelectionError, ValidationError
 
 __all__ = ["LABEL_UNITS", "PHOT_BANDS", "Catalogue", "Labels", "Spectra"]
 
 def _as_2d_float(name: str, a, n: int | None = None, p: int | None = None) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
+    arr = as_real(name, a)
     if arr.ndim == 1 and p is not None and arr.shape[0] == p and n in (None, 1):
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -45,7 +46,7 @@ def _as_2d_float(name: str, a, n: int | None = None, p: int | None = None) -> np
 
 def check_wavelength_grid(wave) -> np.ndarray:
     """Return ``wave`` as float64 1-D array; raise unless finite and strictly increasing."""
-    w = np.asarray(wave, dtype=np.float64)
+    w = as_real("wavelength grid", wave)
     if w.ndim != 1 or w.size < 2:
         raise ValidationError(f"wavelength grid must be 1-D with >= 2 pixels; got shape {w.shape}")
     if not np.all(np.isfinite(w)):
@@ -128,6 +129,11 @@ class Spectra:
             self.ids = np.asarray(self.ids)
             if self.ids.shape != (n,):
                 raise ValidationError(f"ids has shape {self.ids.shape}; expected ({n},)")
+            uniq, first, counts = np.unique(self.ids.astype(str), return_index=True, return_counts=True)
+            if (counts > 1).any():
+                k = int(np.flatnonzero(counts > 1)[0])
+                raise ValidationError(f"spectra {self.name!r}: duplicate id {uniq[k]!r} ({counts[k]} times, first at "
+                                      f"row {first[k]}); ids must be unique")
         if self.meta is None:
             self.meta = pd.DataFrame(index=pd.RangeIndex(n))
         else:
@@ -209,8 +215,12 @@ class Labels:
         self.names = [str(s) for s in self.names]
         m = len(self.names)
         if len(set(self.names)) != m:
-            raise ValidationError(f"label names are not unique: {self.names}")
-        self.values = _as_2d_float("label values", self.values, p=m)
+            dup = sorted({s for s in self.names if self.names.count(s) > 1})
+            raise ValidationError(f"duplicate label names {dup} in {self.names}")
+        vals = as_real("label values", self.values)
+        if vals.ndim == 2 and vals.shape[1] != m:
+            raise ValidationError(f"{m} label names {self.names} for {vals.shape[1]} label columns")
+        self.values = _as_2d_float("label values", vals, p=m)
         n = self.values.shape[0]
         if np.isinf(self.values).any():
             r, c = np.argwhere(np.isinf(self.values))[0]

@@ -33,8 +33,15 @@ def validate_cuts(cuts) -> None:
                 raise ManifestError(f"cut {i}: op {c.get('op')!r} not in {sorted(_OPS)}")
             if "value" not in c:
                 raise ManifestError(f"cut {i}: no value")
-            if c["op"] == "between" and (not isinstance(c["value"], list) or len(c["value"]) != 2):
-                raise ManifestError(f"cut {i}: between needs [lo, hi]")
+            v, op = c["value"], c["op"]
+            if op == "between" and (not isinstance(v, list) or len(v) != 2):
+                raise ManifestError(f"cut {i}: between needs [lo, hi]; got {v!r}")
+            nums = v if op == "between" else [v] if op in ("<", "<=", ">", ">=") else []
+            for x in nums:
+                if isinstance(x, bool) or not isinstance(x, int | float):
+                    raise ManifestError(f"cut {i} ({c['column']} {op} ...): the value {x!r} must be a number")
+            if op in ("in", "not_in") and not isinstance(v, list):
+                raise ManifestError(f"cut {i}: {op} needs a list of values; got {v!r}")
         else:
             raise ManifestError(f"cut {i}: needs 'column', 'notnull' or 'expr': {c!r}")
 

@@ -3,6 +3,22 @@
 Every writer is atomic: it writes to a temporary file in the destination folder and
 renames it into place only when complete, so a failure never leaves a half-written file.
 
+Atomic writes (:func:`atomic_path`, :func:`atomic_dir`)
+-------------------------------------------------------
+* Temporary names are unique (``.<name>.<host>-<pid>-<random>.tmp|partial``) and sit beside
+  the target, so concurrent writers never share one and a rename never crosses a file
+  system.
+* A folder is replaced by *rename aside -> rename in -> remove old*: a kill at any point
+  leaves the old or the new artifact whole; a kill between the first two renames leaves
+  the old one under its aside name, and the next write or :func:`recover_artifact` puts it
+  back. An existing folder is replaced only when it is an artifact of the same kind (its
+  ``.labelcore-artifact`` marker, or the kind's own signature file for folders written by
+  older versions) or empty -- never a user's unrelated folder -- unless ``force=True``.
+* File modes follow the umask as for any new file (the file is created with mode 0o666;
+  the process-wide umask is never changed).
+* Temporary files and folders of writers that died (same host, process gone) are removed
+  on the next write of the same target.
+
 HDF5 spectra layout (``format = "labelcore-spectra"``, ``version = 1``)::
 
     /wave      [P]    float64
@@ -17,9 +33,12 @@ HDF5 spectra layout (``format = "labelcore-spectra"``, ``version = 1``)::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
-import tempfile
+import socket
+import uuid
 from pathlib import Path
 
 import dask.array as da
@@ -30,23 +49,92 @@ from astropy.io import fits
 from astropy.table import Table
 
 from labelcore.data.containers import Catalogue, Labels, Spectra
-from labelcore.errors import FormatError
+from labelcore.errors import FormatError, MissingInputError, ValidationError
 
 SPECTRA_FORMAT = "labelcore-spectra"
+
+
+_HOST = socket.gethostname()
+#: marker file of every folder artifact written by :func:`atomic_dir`
+ARTIFACT_MARKER = ".labelcore-artifact"
+#: folder artifact kinds and the signature file that older versions' folders of that kind hold
+ARTIFACT_SIGNATURES = {"survey": "survey.json", "training_set": "training_set.json", "model": "params.json",
+                       "curves": None}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temp_name(path: Path, tag: str, suffix: str = "") -> Path:
+    return path.parent / f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{tag}{suffix}"
+
+
+def _stale_temps(path: Path):
+    """(temp path, tag) of writers of ``path`` on this host whose process is gone."""
+    pat = re.compile(rf"\.{re.escape(path.name)}\.(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}\.(?P<tag>tmp|partial|old)")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    out = []
+    for p in entries:
+        m = pat.match(p.name)
+        if m and m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+            out.append((p, m["tag"]))
+    return out
+
+
+def recover_artifact(path: str | os.PathLike) -> None:
+    """Finish what a killed writer of ``path`` left: put an old artifact set aside back in
+    place if ``path`` is missing, and remove the dead writer's temporary files."""
+    path = Path(path)
+    stale = _stale_temps(path)
+    if not path.exists():
+        olds = sorted((p for p, tag in stale if tag == "old"), key=lambda p: p.stat().st_mtime)
+        if olds:
+            os.rename(olds[-1], path)
+            stale = [(p, t) for p, t in stale if p != olds[-1]]
+    for p, _tag in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def check_not_input(out: str | os.PathLike, *inputs, what: str = "output") -> None:
+    """Refuse an output path that is one of the inputs (or inside an input folder)."""
+    o = Path(out).expanduser().resolve()
+    for i in inputs:
+        if i is None:
+            continue
+        p = Path(i).expanduser().resolve()
+        if o == p or (p.is_dir() and p in o.parents):
+            raise ValidationError(f"the {what} {out} is also an input ({i}): refusing to overwrite an input")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; move it into place on success only."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
+    if path.is_dir():
+        raise ValidationError(f"{path} is a folder; give a file name to write")
     try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ValidationError(f"cannot write {path}: its parent {path.parent} is not a folder") from exc
+    recover_artifact(path)
+    tmp = _temp_name(path, "tmp", suffix)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))   # mode from the umask
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -54,22 +142,68 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         raise
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a fresh temporary folder next to ``path``; on success it replaces ``path``
-    (a survey, a training set, a saved model), on failure it is removed and ``path`` is
-    left as it was."""
+def _artifact_kind(path: Path):
+    """The kind of the folder artifact at ``path``: its marker, a legacy signature, "" for
+    an empty folder, None for anything else."""
+    try:
+        return json.loads((path / ARTIFACT_MARKER).read_text())["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not any(path.iterdir()):
+        return ""
+    for kind, sig in ARTIFACT_SIGNATURES.items():
+        if sig and (path / sig).is_file():
+            return kind
+    return None
 
+
+def check_replaceable(path: str | os.PathLike, kind: str, *, force: bool = False) -> None:
+    """Raise :class:`ValidationError` unless a folder artifact of ``kind`` may be written at
+    ``path``: it does not exist, is empty, or is an artifact of the same kind (or ``force``).
+    Called by :func:`atomic_dir`, and by commands before they start long work."""
+    if kind not in ARTIFACT_SIGNATURES:
+        raise ValueError(f"unknown artifact kind {kind!r}")
     path = Path(path)
-    tmp = path.parent / f".{path.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise ValidationError(f"{path} exists and is not a folder: refusing to replace it")
+        have = _artifact_kind(path)
+        if have not in (kind, "") and not force:
+            what = "a folder of other files" if have is None else f"a {have.replace('_', ' ')}"
+            raise ValidationError(f"{path} exists and is {what}, not a {kind.replace('_', ' ')}: refusing to "
+                                  "replace it (choose another folder, or force)")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, kind: str, *, force: bool = False):
+    """Yield a fresh temporary folder next to ``path``; on success it replaces ``path``
+    (rename aside -> rename in -> remove old), on failure it is removed and ``path`` is left
+    as it was. ``kind`` (one of :data:`ARTIFACT_SIGNATURES`) is written as the folder's
+    marker; an existing ``path`` that is not an artifact of that kind (nor empty) is not
+    replaced unless ``force``: :class:`ValidationError` before anything is written."""
+    path = Path(path)
+    check_replaceable(path, kind, force=force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ValidationError(f"cannot write {path}: its parent {path.parent} is not a folder") from exc
+    recover_artifact(path)
+    tmp = _temp_name(path, "partial")
+    tmp.mkdir()
     try:
         yield tmp
+        (tmp / ARTIFACT_MARKER).write_text(json.dumps({"kind": kind}))
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            aside = _temp_name(path, "old")
+            os.rename(path, aside)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(aside, path)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -89,7 +223,9 @@ def read_table(path, columns=None, filters=None) -> pd.DataFrame:
     """Read a Parquet table (optionally a column subset / pyarrow filters)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no table at {path}")
+        raise MissingInputError(f"no table at {path}")
+    if path.is_dir():
+        raise FormatError(f"{path} is a folder, not a Parquet table file")
     try:
         return pd.read_parquet(path, columns=columns, filters=filters)
     except Exception as exc:  # pyarrow raises several types for corrupt files
@@ -185,18 +321,32 @@ def write_spectra(spectra: Spectra, path, chunk_rows: int = 256, attrs=None) -> 
 def _open_spectra_file(path):
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no spectra file at {path}")
+        raise MissingInputError(f"no spectra file at {path}")
+    if path.is_dir():
+        raise FormatError(f"{path} is a folder, not a labelcore spectra file")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    if f.attrs.get("format") != SPECTRA_FORMAT:
+        raise FormatError(f"{path}: not a labelcore spectra file (not readable as HDF5: {exc})") from exc
+    try:
+        if f.attrs.get("format") != SPECTRA_FORMAT:
+            raise FormatError(f"{path}: not a labelcore spectra file (HDF5 without format {SPECTRA_FORMAT!r})")
+        missing = [k for k in ("wave", "flux", "flux_err", "mask", "ids") if k not in f]
+        if missing:
+            raise FormatError(f"{path}: not a labelcore spectra file (missing datasets {missing})")
+        shapes = {k: f[k].shape for k in ("wave", "flux", "flux_err", "mask", "ids")}
+        if len(shapes["flux"]) != 2 or len(shapes["wave"]) != 1 or shapes["flux"][1] != shapes["wave"][0]:
+            raise FormatError(f"{path}: /flux must be [N, P] with P = len(/wave); got flux {shapes['flux']}, "
+                              f"wave {shapes['wave']}")
+        bad = [k for k in ("flux_err", "mask") if shapes[k] != shapes["flux"]]
+        if bad or shapes["ids"] != shapes["flux"][:1]:
+            raise FormatError(f"{path}: datasets disagree in shape: {shapes}")
+        if f["flux"].dtype.kind not in "fiu" or f["wave"].dtype.kind not in "fiu":
+            raise FormatError(f"{path}: /flux and /wave must be real numbers; got {f['flux'].dtype}, "
+                              f"{f['wave'].dtype}")
+    except BaseException:
         f.close()
-        raise FormatError(f"{path}: HDF5 file is not in {SPECTRA_FORMAT!r} format")
-    for key in ("wave", "flux", "flux_err", "mask", "ids"):
-        if key not in f:
-            f.close()
-            raise FormatError(f"{path}: missing dataset /{key}")
+        raise
     return f
 
 
@@ -272,7 +422,7 @@ def read_fits_table(path, hdu: int | str = 1) -> pd.DataFrame:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no FITS file at {path}")
+        raise MissingInputError(f"no FITS file at {path}")
     try:
         with fits.open(path, memmap=False) as hl:
             t = Table.read(hl[hdu])
@@ -310,9 +460,13 @@ def write_spectra_fits(spectra: Spectra, path) -> Path:
 
 def read_spectra_fits(path) -> Spectra:
     """Read spectra written by :func:`write_spectra_fits`."""
-
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"no FITS file at {path}")
     try:
         with fits.open(path, memmap=False) as hl:
+            if hl[0].data is None or "FLUX_ERR" not in hl or "WAVE" not in hl:
+                raise KeyError("HDUs FLUX_ERR, MASK, WAVE and META missing: another kind of FITS file")
             flux = hl[0].data.astype(float)
             err = hl["FLUX_ERR"].data.astype(float)
             mask = hl["MASK"].data.astype(bool)
@@ -320,7 +474,7 @@ def read_spectra_fits(path) -> Spectra:
             meta = pd.DataFrame(np.asarray(hl["META"].data).tolist(),
                                 columns=hl["META"].columns.names)
             name = hl[0].header.get("LCNAME", "")
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise FormatError(f"{path}: not a labelcore spectra FITS file ({exc})") from exc
     ids = meta.pop("id").astype(str).to_numpy()
     err = None if np.isnan(err).all() else err

@@ -40,7 +40,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from labelcore.data.containers import Spectra
 from labelcore.data.io import read_fits_table, read_spectra
-from labelcore.errors import FormatError
+from labelcore.errors import FormatError, MissingInputError
 
 LOADERS: dict[str, Callable[..., Spectra]] = {}
 C_KMS = 299_792.458
@@ -60,12 +60,12 @@ def get_loader(name: str):
         raise FormatError(f"no spectrum loader {name!r}; have {sorted(LOADERS)}") from None
 
 
-def _open_fits(path):
+def open_fits(path):
     """The HDU list of a FITS file, read whole into memory (every HDU's data read now, so
     a truncated or damaged file fails here, and no file handle stays open on failure)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingInputError(f"no such file: {path}")
     if not path.is_file():
         raise FormatError(f"{path}: not a file")
     raw = path.read_bytes()
@@ -106,14 +106,15 @@ APOGEE_BAD_BITS = (0, 1, 2, 3, 4, 5, 6, 7, 9, 12)
 
 @register_loader("apogee_apstar")
 def read_apogee_apstar(path, row: int = 0, bad_bits=APOGEE_BAD_BITS) -> Spectra:
-    with _open_fits(path) as hl:
+    with open_fits(path) as hl:
         if len(hl) < 4:
             raise FormatError(f"{path}: apStar needs HDUs 1-3 (flux, error, mask); has {len(hl)}")
         flux, err, mask = (np.atleast_2d(np.asarray(hl[k].data, float)) for k in (1, 2, 3))
         if not (flux.shape == err.shape == mask.shape):
             raise FormatError(f"{path}: flux/error/mask shapes differ {flux.shape, err.shape, mask.shape}")
-        if row >= flux.shape[0]:
-            raise FormatError(f"{path}: row {row} requested, file has {flux.shape[0]}")
+        if isinstance(row, bool) or not isinstance(row, int | np.integer) or not 0 <= row < flux.shape[0]:
+            raise FormatError(f"{path}: row {row} requested; the file has rows 0-{flux.shape[0] - 1} "
+                              "(0 and 1 are the combined spectra, 2... the visits)")
         wave = _linear_or_log_grid(hl[1].header, flux.shape[1], path, log=True)
         h0 = hl[0].header
         meta = _snr_meta({"snr": h0.get("SNR", np.nan), "rv": h0.get("VHELIO", np.nan),
@@ -129,7 +130,7 @@ def read_apogee_apstar(path, row: int = 0, bad_bits=APOGEE_BAD_BITS) -> Spectra:
 
 @register_loader("apogee_aspcapstar")
 def read_apogee_aspcapstar(path) -> Spectra:
-    with _open_fits(path) as hl:
+    with open_fits(path) as hl:
         if len(hl) < 3:
             raise FormatError(f"{path}: aspcapStar needs HDU1 (flux) and HDU2 (error)")
         flux = np.asarray(hl[1].data, float).ravel()
@@ -146,7 +147,7 @@ def read_apogee_aspcapstar(path) -> Spectra:
 
 @register_loader("lamost_lrs")
 def read_lamost_lrs(path) -> Spectra:
-    with _open_fits(path) as hl:
+    with open_fits(path) as hl:
         h0 = hl[0].header
         if "COADD" in [h.name for h in hl]:
             t = hl["COADD"].data
@@ -188,7 +189,7 @@ def read_lamost_lrs(path) -> Spectra:
 def read_gaia_rvs(path) -> Spectra:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingInputError(f"no such file: {path}")
     if path.suffix.lower() in (".fits", ".fit"):
 
         df = read_fits_table(path)
@@ -217,7 +218,7 @@ def read_gaia_rvs(path) -> Spectra:
 
 @register_loader("rave_spectrum")
 def read_rave_spectrum(path) -> Spectra:
-    with _open_fits(path) as hl:
+    with open_fits(path) as hl:
         tab = next((h for h in hl if getattr(h, "columns", None) is not None), None)
         if tab is not None:
             cols = {c.lower(): c for c in tab.columns.names}
@@ -243,7 +244,7 @@ def read_rave_spectrum(path) -> Spectra:
 
 @register_loader("galah_spectrum")
 def read_galah_spectrum(path) -> Spectra:
-    with _open_fits(path) as hl:
+    with open_fits(path) as hl:
         k = 4 if len(hl) > 4 and hl[4].data is not None else 0
         if hl[k].data is None:
             raise FormatError(f"{path}: GALAH spectrum has no flux image")

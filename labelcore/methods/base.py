@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -26,9 +27,10 @@ from typing import ClassVar
 import numpy as np
 
 from labelcore import __version__
-from labelcore.data.containers import Labels, Spectra
-from labelcore.data.io import atomic_dir
-from labelcore.errors import LabelcoreError, ValidationError
+from labelcore._numerics import as_real
+from labelcore.data.containers import Labels, Spectra, check_wavelength_grid
+from labelcore.data.io import atomic_dir, recover_artifact
+from labelcore.errors import FormatError, LabelcoreError, ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods.params import Param, validate_params
 from labelcore.progress import report  # noqa: F401  (the methods' progress helper)
@@ -101,9 +103,9 @@ class LabelMethod:
         """True when this fitted model needs ``photometry=`` at prediction time."""
         return False
 
-    def predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
+    def predict_details(self, flux, *, flux_err=None, photometry=None, wave=None) -> Prediction:
         """Labels, errors and per-star fit quality of each spectrum (:class:`Prediction`)."""
-        y, e = self.predict(flux, flux_err=flux_err, photometry=photometry, return_std=True)
+        y, e = self.predict(flux, flux_err=flux_err, photometry=photometry, return_std=True, wave=wave)
         return Prediction(y, e, {})
 
     def predict_spectra(self, labels, *, label_err=None) -> np.ndarray:
@@ -155,6 +157,28 @@ class LabelMethod:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    def check_grid(self, wave, where: str = "the spectra") -> None:
+        """Refuse spectra on another grid than the model's: a different number of pixels,
+        or (when the model kept its grid) wavelengths that differ by more than 1e-6
+        relative. Resampling is an explicit step (:mod:`labelcore.prep.resample`)."""
+        self._check_fitted()
+        w = check_wavelength_grid(wave)
+        if w.size != self.n_pixels_:
+            raise ValidationError(f"{where} have {w.size} pixels per spectrum; the model was trained on "
+                                  f"{self.n_pixels_}. Resample first (labelcore.prep.resample).")
+        mw = getattr(self, "wave_", None)
+        if mw is not None and not np.allclose(w, mw, rtol=1e-6, atol=0):
+            raise ValidationError(f"{where}: the wavelength grid differs from the model's "
+                                  f"({w[0]:.3f}-{w[-1]:.3f} vs {mw[0]:.3f}-{mw[-1]:.3f} Å). "
+                                  "Resample first (labelcore.prep.resample).")
+
+    def _check_grid(self, flux, wave) -> None:
+        self._check_fitted()
+        if wave is None and isinstance(flux, Spectra):
+            wave = flux.wave
+        if wave is not None:
+            self.check_grid(wave)
+
     def _check_fitted(self):
         if not hasattr(self, "label_names_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
@@ -172,7 +196,7 @@ class LabelMethod:
             flux = s.flux
             flux_err = s.flux_err if s.has_errors else flux_err
             mask = s.mask
-        f = np.array(flux, dtype=np.float64, copy=True)
+        f = np.array(as_real(name, flux), dtype=np.float64, copy=True)
         if f.ndim == 1:
             f = f[None, :]
         if f.ndim != 2:
@@ -184,7 +208,7 @@ class LabelMethod:
         bad = ~np.isfinite(f) if mask is None else (np.asarray(mask, bool) | ~np.isfinite(f))
         e = None
         if flux_err is not None:
-            e = np.array(flux_err, dtype=np.float64, copy=True)
+            e = np.array(as_real("flux_err", flux_err), dtype=np.float64, copy=True)
             if e.ndim == 1:
                 e = e[None, :]
             if e.shape != f.shape:
@@ -204,7 +228,7 @@ class LabelMethod:
             if label_err is None and not np.isnan(labels.errors).all():
                 label_err = labels.errors
             labels = labels.values
-        y = np.array(labels, dtype=np.float64, copy=True)
+        y = np.array(as_real("labels", labels), dtype=np.float64, copy=True)
         if y.ndim == 1:
             y = y[:, None]
         if y.ndim != 2:
@@ -226,7 +250,7 @@ class LabelMethod:
             raise ValidationError(f"label {names[c]!r} is missing (NaN) at row {r}")
         e = None
         if label_err is not None:
-            e = np.array(label_err, dtype=np.float64, copy=True)
+            e = np.array(as_real("label_err", label_err), dtype=np.float64, copy=True)
             if e.ndim == 1:
                 e = e[:, None]
             if e.shape != y.shape:
@@ -263,7 +287,7 @@ class LabelMethod:
         """Save to a folder (atomically): params.json + arrays.npz, no pickle."""
         self._check_fitted()
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, "model") as tmp:
             meta, arrays = self._state()
             doc = {"format": self._format, "class": self.name,
                    "labelcore_version": __version__, "params": self.get_params(),
@@ -283,21 +307,30 @@ class LabelMethod:
     @classmethod
     def load(cls, path):
         path = Path(path)
+        recover_artifact(path)
         try:
             doc = json.loads((path / "params.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValidationError(f"{path}: not a saved labelcore model ({exc})") from exc
-        if doc.get("format") != cls._format:
-            raise ValidationError(f"{path}: holds a {doc.get('class')} model, not a {cls.__name__}")
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
-        obj = cls(**params)
-        with np.load(path / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        obj.label_names_ = list(doc["label_names"])
-        obj.label_min_ = arrays.pop("label_min")
-        obj.label_max_ = arrays.pop("label_max")
-        obj._set_state(doc["state"], arrays)
-        obj._load_extra(path)
+        if not isinstance(doc, dict) or doc.get("format") != cls._format:
+            what = doc.get("class") if isinstance(doc, dict) else None
+            raise ValidationError(f"{path}: holds a {what} model, not a {cls.__name__}")
+        try:
+            params = cls.validate_params({k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in doc["params"].items()})
+            obj = cls(**params)
+            with open(path / "arrays.npz", "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            obj.label_names_ = list(doc["label_names"])
+            obj.label_min_ = arrays.pop("label_min")
+            obj.label_max_ = arrays.pop("label_max")
+            obj._set_state(doc["state"], arrays)
+            obj._load_extra(path)
+        except ValidationError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:   # npz, JSON, Keras
+            raise FormatError(f"{path}: the saved {cls.__name__} model is damaged or incomplete "
+                              f"({type(exc).__name__}: {exc}); retrain it") from exc
         return obj
 
 

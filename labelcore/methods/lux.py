@@ -497,7 +497,7 @@ class Lux(LabelMethod):
         return Latents(z, wf, g)
 
     def predict(self, flux: ArrayLike | Spectra, *, flux_err: ArrayLike | None = None,
-                photometry: ArrayLike | None = None, return_std: bool = False
+                photometry: ArrayLike | None = None, return_std: bool = False, wave: ArrayLike | None = None
                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Labels [N, M] from spectra (and 1-sigma formal errors with ``return_std``).
 
@@ -511,6 +511,9 @@ class Lux(LabelMethod):
             Needed when the model was fitted with photometry (``uses_photometry``).
         return_std : bool
             Also return the 1-sigma errors.
+        wave : array [P], optional
+            The spectra's wavelength grid: refused unless it is the model's (a
+            :class:`Spectra` input is checked the same way).
 
         Returns
         -------
@@ -518,6 +521,7 @@ class Lux(LabelMethod):
         errors : ndarray [N, M]
             Only with ``return_std``.
         """
+        self._check_grid(flux, wave)
         return self._labels(self.transform(flux, flux_err=flux_err), return_std)
 
     def _labels(self, lat: Latents, return_std: bool):
@@ -566,8 +570,9 @@ class Lux(LabelMethod):
         r = f - lat.z @ self.B_.T
         return np.sum(lat.weights * r**2, axis=1) / np.maximum((lat.weights > 0).sum(1), 1)
 
-    def predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
+    def predict_details(self, flux, *, flux_err=None, photometry=None, wave=None) -> Prediction:
         """Labels, formal errors and ``chi2_reduced`` of each spectrum against its model."""
+        self._check_grid(flux, wave)
         lat = self.transform(flux, flux_err=flux_err)
         y, e = self._labels(lat, True)
         return Prediction(y, e, {"chi2_reduced": self._reduced_chi2(flux, flux_err, lat)})

@@ -31,7 +31,8 @@ def _columns_of(c: dict, df: pd.DataFrame) -> list[str]:
     if "notnull" in c:
         return list(c["notnull"])
     if "expr" in c:
-        return [t for t in re.findall(r"[A-Za-z_]\w*", c["expr"]) if t not in ("and", "or", "not")]
+        # names, not the exponents of numbers (1e5)
+        return [t for t in re.findall(r"(?<![\w.])[A-Za-z_]\w*", c["expr"]) if t not in ("and", "or", "not")]
     return c["column"] if isinstance(c["column"], list) else [c["column"]]
 
 

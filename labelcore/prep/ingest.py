@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelcore.data.io import SpectraWriter
+from labelcore.data.io import SpectraWriter, check_not_input
 from labelcore.data.loaders import get_loader
 from labelcore.errors import FormatError, LabelcoreError, ValidationError
 from labelcore.prep.continuum import normalise
@@ -78,6 +78,7 @@ def ingest(files, loader: str, out, *, wave, rest_frame: bool = False, normalise
     skipped: dict[str, str] = {}
     parts = []
     n_written = 0
+    check_not_input(out, *files, what="output spectra file")
     writer = SpectraWriter(out, wave, name=loader, attrs={"loader": loader, "rest_frame": bool(rest_frame),
                                                           "normalised": bool(normalise)})
     columns: list[str] | None = None

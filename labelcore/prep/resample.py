@@ -14,15 +14,44 @@ from labelcore._numerics import doppler_factor, interp_weights
 from labelcore.data.containers import Spectra, check_wavelength_grid
 from labelcore.errors import ValidationError
 
+#: the most pixels a wavelength grid may have (APOGEE's combined grid has 8575; Gaia RVS 2401)
+MAX_GRID_PIXELS = 200_000
+
+
+def _check_grid_args(start, stop, step, what):
+    vals = {"start": start, "stop": stop, what: step}
+    bad = [k for k, v in vals.items() if not np.isfinite(v)]
+    if bad:
+        raise ValidationError(f"grid {bad[0]} must be a finite number; got {vals[bad[0]]!r}")
+    if start <= 0:
+        raise ValidationError(f"grid start must be a positive wavelength; got {start!r}")
+    if stop <= start:
+        raise ValidationError(f"grid stop ({stop!r}) must be larger than start ({start!r})")
+    if step <= 0:
+        raise ValidationError(f"grid {what} must be positive; got {step!r}")
+
+
+def _check_size(n, text):
+    if n < 2:
+        raise ValidationError(f"grid {text} has {n} pixel(s); at least 2 are needed")
+    if n > MAX_GRID_PIXELS:
+        raise ValidationError(f"grid {text} would have {n:,} pixels ({n * 4 * 3 / 2**20:,.0f} MiB per 1000 "
+                              f"spectra); at most {MAX_GRID_PIXELS:,} are allowed")
+
 
 def linear_grid(start: float, stop: float, step: float) -> np.ndarray:
     """Grid ``start, start+step, ...`` up to and excluding ``stop`` (RAVE: 8420, 8780, 0.4)."""
+    _check_grid_args(start, stop, step, "step")
     n = int(np.floor((stop - start) / step + 1e-9))
+    _check_size(n, f"{start:g}:{stop:g}:{step:g}")
     return start + step * np.arange(n)
 
 
 def log_grid(start: float, stop: float, dlog10: float) -> np.ndarray:
+    """Log-linear grid ``start * 10**(dlog10 * k)`` up to ``stop`` (LAMOST, APOGEE)."""
+    _check_grid_args(start, stop, dlog10, "dlog10")
     n = int(np.floor(np.log10(stop / start) / dlog10 + 1e-9)) + 1
+    _check_size(n, f"log:{start:g}:{stop:g}:{dlog10:g}")
     return start * 10 ** (dlog10 * np.arange(n))
 
 

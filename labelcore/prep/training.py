@@ -24,11 +24,12 @@ from labelcore.data.io import (
     read_spectra,
     read_spectra_meta,
     read_table,
+    recover_artifact,
     write_spectra,
     write_table,
 )
 from labelcore.data.manifests import load_manifest, read_survey_table
-from labelcore.errors import EmptySelectionError, ValidationError
+from labelcore.errors import EmptySelectionError, MissingInputError, ValidationError
 from labelcore.prep.crossmatch import crossmatch, dedupe
 from labelcore.prep.cuts import apply_cuts
 from labelcore.prep.photometry import photometry_matrix
@@ -46,9 +47,11 @@ class TrainingSet:
     def __len__(self):
         return self.spectra.n_spectra
 
-    def save(self, path) -> Path:
+    def save(self, path, *, force: bool = False) -> Path:
+        """Write the set to the folder ``path`` atomically. An existing folder is replaced
+        only if it is a training set (or empty), unless ``force``."""
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, "training_set", force=force) as tmp:
             write_spectra(self.spectra, tmp / "spectra.h5")
             write_table(self.table, tmp / "table.parquet")
             info = dict(self.info, label_names=self.labels.names, n=len(self),
@@ -60,7 +63,11 @@ class TrainingSet:
     @classmethod
     def load(cls, path) -> TrainingSet:
         path = Path(path)
-        info = json.loads((path / "training_set.json").read_text())
+        recover_artifact(path)
+        try:
+            info = json.loads((path / "training_set.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValidationError(f"{path}: not a saved training set ({exc})") from exc
         spectra = read_spectra(path / "spectra.h5")
         table = read_table(path / "table.parquet")
         labels = Labels.from_frame(table, info["label_names"], id_col="obs_id")
@@ -128,7 +135,7 @@ def build_training_set(survey_dir, setup="rave", label_source="catalogue", prese
     survey_dir = Path(survey_dir)
     spath = survey_dir / f"spectra_{setup}.h5"
     if not spath.exists():
-        raise FileNotFoundError(f"survey {survey_dir} has no spectra for set-up {setup!r}")
+        raise MissingInputError(f"survey {survey_dir} has no spectra for set-up {setup!r}")
     meta = read_spectra_meta(spath)
     cat = read_table(survey_dir / "catalogue.parquet")
     if label_source == "catalogue":
@@ -205,6 +212,14 @@ class TrainingSetRunSource:
         p = spec.get("path")
         if not p or not isinstance(p, str) or not (Path(p) / "training_set.json").is_file():
             raise ValidationError(f"config data 'path' {p!r} is not a saved training set (no training_set.json)")
+        try:
+            info = json.loads((Path(p) / "training_set.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValidationError(f"config data 'path' {p!r}: not a saved training set (training_set.json: "
+                                  f"{exc})") from exc
+        if not isinstance(info, dict) or "label_names" not in info:
+            raise ValidationError(f"config data 'path' {p!r}: not a saved training set (training_set.json "
+                                  "has no label_names)")
         spec["path"] = str(Path(p).resolve())
         tf = spec.setdefault("test_fraction", 0.2)
         if isinstance(tf, bool) or not isinstance(tf, int | float) or not 0 < tf < 1:

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from labelcore.runs.store import FINAL_STATES, Run, RunStore, _now
+from labelcore.runs.store import FINAL_STATES, HOST, Run, RunError, RunStore, _now
 from labelcore.runs.tasks import execute
 
 #: every run subprocess this process started and has not yet seen end: kept (so a queue that
@@ -47,22 +47,33 @@ class JobQueue:
         self._active: dict[str, object] = {}   # run id -> Popen or dask Future
         self._cancel_time: dict[str, float] = {}
         self._lock = threading.RLock()
+        self._owner = f"queue {HOST} pid {os.getpid()} {id(self):x}"
         self._thread = None
         self._stop = threading.Event()
 
     def submit(self, config) -> Run:
+        """Create a queued run of ``config`` and advance the queue."""
         run = self.store.create(config)
         self.poll()
         return run
 
-    def _launch(self, run: Run):
+    def submit_now(self, config) -> Run:
+        """Create a run of ``config`` born claimed by this queue and launch it at once
+        (``labelcore train --background``): no other poller can take it, and it does not wait
+        behind other queued runs."""
+        run = self.store.create(config, claim=self._owner)
+        with self._lock:
+            self._active[run.id] = self._launch(run, run.claim_token)
+        return run
+
+    def _launch(self, run: Run, token: str):
         if self.client is not None:
-            return self.client.submit(execute, str(run.path), pure=False, key=f"labelcore-run-{run.id}")
+            return self.client.submit(execute, str(run.path), token=token, pure=False, key=f"labelcore-run-{run.id}")
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(run.path / "process.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "labelcore.runs", str(run.path)],
+            proc = subprocess.Popen([sys.executable, "-m", "labelcore.runs", str(run.path), token],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         with _CHILDREN_LOCK:
             _CHILDREN.add(proc)
@@ -77,12 +88,16 @@ class JobQueue:
         _reap_children()
         with self._lock:
             for rid, h in list(self._active.items()):
-                run = self.store.get(rid)
+                try:
+                    run = self.store.get(rid)
+                except RunError:                  # deleted meanwhile
+                    if self._finished(h):
+                        del self._active[rid]
+                    continue
                 if self._finished(h):
                     del self._active[rid]
                     self._cancel_time.pop(rid, None)
-                    st = run.status()
-                    if st["state"] == "running":  # the process died without writing its end
+                    if run.raw_status().get("state") in ("running", "queued"):   # died without its end
                         code = h.returncode if isinstance(h, subprocess.Popen) else "?"
                         run._set_status(state="failed", finished=_now(),
                                         error=f"the run's process ended with exit code {code}")
@@ -105,11 +120,23 @@ class JobQueue:
             for run in self.store.runs():
                 if room <= 0:
                     break
-                if run.id in self._active or run.state != "queued":
+                if run.id in self._active:
                     continue
-                run._set_status(message="starting")
-                self._active[run.id] = self._launch(run)
+                token = run.claim(self._owner)       # exactly one poller anywhere wins a run
+                if token is None:
+                    continue
+                self._active[run.id] = self._launch(run, token)
                 room -= 1
+
+    def start_run(self, run: Run) -> bool:
+        """Claim and launch ``run`` now (whatever else is queued); False if it was not
+        queued or someone else claimed it."""
+        with self._lock:
+            token = run.claim(self._owner)
+            if token is None:
+                return False
+            self._active[run.id] = self._launch(run, token)
+            return True
 
     @property
     def active(self) -> list[str]:

@@ -1,5 +1,19 @@
 """The run store: a run is a folder (see :mod:`labelcore.runs`); :class:`Run` reads one,
-:class:`RunStore` lists, creates and deletes them."""
+:class:`RunStore` lists, creates and deletes them.
+
+Exactly once
+------------
+A queued run is started only by whoever *claims* it: :meth:`Run.claim` creates the run's
+``claim`` file with ``O_CREAT | O_EXCL``, which exactly one process succeeds at, across
+processes and hosts sharing the store (local file systems and NFS v3+). The claim holds a
+token that the executing process must present (:func:`labelcore.runs.tasks.execute`). While
+a run executes, its process refreshes the run's ``heartbeat`` file every
+``HEARTBEAT_INTERVAL`` seconds; a run whose heartbeat is older than
+:func:`labelcore.settings.heartbeat_timeout` (default 30 s) reads as *failed*, with the
+reason, whatever its PID (a reused PID cannot keep a dead run "running"), and a run
+claimed but not started within that time reads as failed too ("claimed but never
+started"): nothing is ever started twice, and nothing is silently re-run.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +22,8 @@ import datetime as _dt
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +37,9 @@ from labelcore.runs.config import RunConfig, _json_default, parse_config
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
+#: seconds between heartbeats of an executing run
+HEARTBEAT_INTERVAL = 2.0
+HOST = socket.gethostname()
 
 
 class RunError(LabelcoreError):
@@ -55,6 +74,8 @@ class Run:
         self.path = Path(path)
         if not (self.path / "config.json").exists():
             raise RunError(f"{self.path} is not a run folder (no config.json)")
+        #: the token of a claim this handle's creator holds (see RunStore.create)
+        self.claim_token = None
 
     def __repr__(self):
         return f"Run({self.id!r}, {self.status()['state']})"
@@ -68,14 +89,78 @@ class Run:
         return json.loads((self.path / "config.json").read_text())
 
     def status(self) -> dict:
+        """The run's status (``state``, ``fraction``, ``message``, times, ``error``). A run
+        whose executing process stopped (no heartbeat for :func:`settings.heartbeat_timeout`
+        seconds, or its process gone on this host) reads as failed, with the reason."""
         try:
             st = json.loads((self.path / "status.json").read_text())
         except (OSError, json.JSONDecodeError):
             return {"state": "failed", "error": "status.json missing or unreadable", "fraction": 0.0}
-        if st.get("state") == "running" and st.get("host") == os.uname().nodename \
-                and not _pid_alive(st.get("pid")):
-            st = dict(st, state="failed", error="the process running this run ended without a result")
+        state = st.get("state")
+        if state not in ("running", "queued"):
+            return st
+        timeout = settings.heartbeat_timeout()
+        beat = self.heartbeat_age()
+        if state == "running":
+            if st.get("host") == HOST and st.get("pid") and not _pid_alive(st.get("pid")):
+                return dict(st, state="failed", error="the process running this run ended without a result")
+            if beat is None or beat > timeout:
+                return dict(st, state="failed", error=f"no heartbeat for more than {timeout:g} s: the process "
+                                                      "running this run stopped (killed, crashed or its machine "
+                                                      "went down)")
+            return st
+        claim = self.claim_info()
+        if claim is not None and (beat is None or beat > timeout) and time.time() - claim.get("time", 0) > timeout:
+            return dict(st, state="failed", error=f"claimed by {claim.get('owner')} on {claim.get('host')} but "
+                                                  f"never started within {timeout:g} s (it will not be re-run; "
+                                                  "launch it again)")
         return st
+
+    def raw_status(self) -> dict:
+        """status.json as written (no liveness check); {} if unreadable."""
+        try:
+            return json.loads((self.path / "status.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    # -- claims and heartbeats (exactly-once execution; see the module docstring)
+    def claim(self, owner: str) -> str | None:
+        """Claim this queued run for execution: a token if this caller won it, None if it
+        is not queued, a cancel was asked, or someone else holds the claim."""
+        if self.cancel_requested or self.status().get("state") != "queued":
+            return None
+        token = uuid.uuid4().hex
+        doc = {"token": token, "owner": owner, "host": HOST, "pid": os.getpid(), "time": time.time()}
+        try:
+            fd = os.open(self.path / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            return None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(doc))
+        return token
+
+    def claim_info(self) -> dict | None:
+        """Who claimed the run (owner, host, pid, time, token), or None."""
+        p = self.path / "claim"
+        try:
+            return json.loads(p.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError):
+            return {"owner": "?", "host": "?", "time": p.stat().st_mtime if p.exists() else 0.0}
+
+    def beat(self) -> None:
+        """Refresh the heartbeat (the executing process does, every HEARTBEAT_INTERVAL s)."""
+        hb = self.path / "heartbeat"
+        hb.touch()
+        os.utime(hb)
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the last heartbeat, or None if there was none."""
+        try:
+            return max(0.0, time.time() - (self.path / "heartbeat").stat().st_mtime)
+        except OSError:
+            return None
 
     @property
     def state(self) -> str:
@@ -101,11 +186,18 @@ class Run:
 
     # -- cancel
     def cancel(self) -> None:
-        """Ask the run to stop. A queued run is cancelled at once; a running one stops at its
-        next progress report (and :class:`JobQueue` ends its process after a grace time)."""
-        (self.path / "cancel").touch()
-        if self.state == "queued":
+        """Ask the run to stop. A queued run is cancelled at once (its claim is taken, so no
+        one starts it); a running one stops at its next progress report (and
+        :class:`JobQueue` ends its process after a grace time); a run whose process
+        stopped (no heartbeat) is marked cancelled."""
+        if self.status().get("state") == "queued" and self.claim("cancel") is not None:
+            (self.path / "cancel").touch()
             self._set_status(state="cancelled", finished=_now(), message="cancelled before it started")
+            return
+        (self.path / "cancel").touch()
+        st = self.status()
+        if st.get("state") == "failed" and self.raw_status().get("state") in ("running", "queued"):
+            self._set_status(state="cancelled", finished=_now(), message=f"cancelled ({st.get('error')})")
 
     @property
     def cancel_requested(self) -> bool:
@@ -163,22 +255,30 @@ class RunStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def create(self, config: dict | RunConfig) -> Run:
+    def create(self, config: dict | RunConfig, *, claim: str | None = None) -> Run:
         """Validate ``config`` (:func:`~labelcore.runs.config.parse_config`) and make a
-        queued run folder for it."""
+        queued run folder for it. With ``claim`` (an owner name) the run is born claimed by
+        the caller (``run.claim_token``): no poller can start it first."""
         cfg = parse_config(config).to_dict()
         rid = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        tmp = self.root / f".{rid}.partial"
+        tmp = self.root / f".{rid}.{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
         tmp.mkdir(parents=True)
+        token = None
         try:
             _write_json(tmp / "config.json", cfg)
             _write_json(tmp / "status.json", {"state": "queued", "fraction": 0.0, "message": "queued",
                                               "created": _now()})
-            os.replace(tmp, self.root / rid)
+            if claim is not None:
+                token = uuid.uuid4().hex
+                (tmp / "claim").write_text(json.dumps({"token": token, "owner": claim, "host": HOST,
+                                                       "pid": os.getpid(), "time": time.time()}))
+            os.rename(tmp, self.root / rid)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Run(self.root / rid)
+        run = Run(self.root / rid)
+        run.claim_token = token
+        return run
 
     def runs(self) -> list[Run]:
         """All runs, oldest first."""
@@ -209,7 +309,14 @@ class RunStore:
         return pd.DataFrame(rows, columns=cols)
 
     def delete(self, run_id: str) -> None:
+        """Remove a run and its files (not while it runs; a stale run can be deleted). The
+        folder is renamed aside first, so no reader sees a half-deleted run."""
         r = self.get(run_id)
-        if r.state == "running":
+        st = r.state
+        if st == "running":
             raise RunError(f"run {run_id} is running; cancel it first")
-        shutil.rmtree(r.path)
+        if st == "queued" and r.claim("delete") is None:
+            raise RunError(f"run {run_id} is being started; cancel it first")
+        aside = self.root / f".{run_id}.deleting-{uuid.uuid4().hex[:8]}"
+        os.rename(r.path, aside)
+        shutil.rmtree(aside, ignore_errors=True)

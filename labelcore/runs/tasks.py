@@ -8,8 +8,10 @@ raises for a failed training."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -25,7 +27,7 @@ from labelcore.evaluate import bias_scatter, spectrum_fits
 from labelcore.methods import capabilities as caps
 from labelcore.methods import method_class, method_names
 from labelcore.runs.config import TrainConfig, build_config, data_source
-from labelcore.runs.store import FINAL_STATES, Run, RunError, RunStore, _now, _write_json
+from labelcore.runs.store import HEARTBEAT_INTERVAL, HOST, Run, RunError, RunStore, _now, _write_json
 
 #: seconds between writes of a training's curves so far (``curves_live/``)
 LIVE_CURVES_INTERVAL = 5.0
@@ -45,16 +47,58 @@ def load_run_data(data: dict) -> dict:
     return data_source(data["kind"]).load(data)
 
 
-def execute(run, *, min_interval: float = 0.5) -> Run:
+class _Heartbeat:
+    """Refresh a run's heartbeat every HEARTBEAT_INTERVAL seconds from a daemon thread."""
+
+    def __init__(self, run: Run):
+        self.run, self._stop = run, threading.Event()
+        run.beat()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{run.id}")
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.wait(HEARTBEAT_INTERVAL):
+            with contextlib.suppress(OSError):
+                self.run.beat()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def execute(run, *, token: str | None = None, min_interval: float = 0.5) -> Run:
     """Do ``run`` (a :class:`Run` or its folder) in this process: load its data, fit, save
     the model, predict the held-out stars, write curves, predictions and metrics. The
     status says ``done``, ``failed`` (with the error) or ``cancelled`` at the end; this
-    function does not raise for a failed training (the error is in the status)."""
+    function does not raise for a failed training (the error is in the status).
+
+    Exactly once: ``token`` is the claim a queue took for this process
+    (:meth:`Run.claim`); without one, ``execute`` claims the run itself. A run that is not
+    queued, or claimed by someone else, raises :class:`RunError` and is left untouched."""
     run = run if isinstance(run, Run) else Run(run)
-    if run.state in FINAL_STATES:
-        raise RunError(f"run {run.id} is already {run.state}")
+    if token is None:
+        token = run.claim(f"execute pid {os.getpid()}")
+        if token is None:
+            state = run.state
+            raise RunError(f"run {run.id} is already {state}" if state != "queued" else
+                           f"run {run.id} is claimed by another process ({(run.claim_info() or {}).get('owner')})")
+    else:
+        info = run.claim_info() or {}
+        if info.get("token") != token:
+            raise RunError(f"run {run.id}: the claim token does not match (claimed by {info.get('owner')})")
+    if run.cancel_requested:
+        run._set_status(state="cancelled", finished=_now(), message="cancelled before it started")
+        return run
+    heart = _Heartbeat(run)
+    try:
+        return _execute(run, min_interval)
+    finally:
+        heart.stop()
+
+
+def _execute(run: Run, min_interval: float) -> Run:
     t0 = time.perf_counter()
-    run._set_status(state="running", started=_now(), pid=os.getpid(), host=os.uname().nodename,
+    run._set_status(state="running", started=_now(), pid=os.getpid(), host=HOST,
                     fraction=0.0, message="loading data")
     run.log("started")
     last = [0.0, 0.0]
@@ -110,7 +154,7 @@ def execute(run, *, min_interval: float = 0.5) -> Run:
         with atomic_path(run.path / "predictions.parquet", ".parquet") as tmp:
             pd.DataFrame(pred).to_parquet(tmp, index=False)
         if model.supports(caps.LEARNING_CURVES):
-            with atomic_dir(run.path / "curves") as tmp:
+            with atomic_dir(run.path / "curves", "curves") as tmp:
                 for k, df in model.learning_curves().items():
                     df.to_parquet(tmp / f"{k}.parquet", index=False)
         if model.supports(caps.MODEL_SPECTRA):

@@ -267,7 +267,8 @@ def test_prediction_config_of_a_run_on_a_file_based_training_set(tmp_path):
     spectra = tmp_path / "lamost.h5"
     spectra.write_bytes(b"x")
     (tmp_path / "ts").mkdir()
-    (tmp_path / "ts" / "training_set.json").write_text(json.dumps({"spectra": str(spectra), "n": 9}))
+    (tmp_path / "ts" / "training_set.json").write_text(json.dumps({"spectra": str(spectra), "n": 9,
+                                                                   "label_names": ["teff"]}))
     store = RunStore(tmp_path / "runs")
     run = store.create({"method": "Lux", "data": {"kind": "training_set", "path": str(tmp_path / "ts")}})
     run._set_status(state="done")

@@ -75,11 +75,12 @@ def make_survey(path, n_catalogue: int | None = None, n_spectra: dict | None = N
                 seed: int | None = None, normalised: bool | None = None,
                 rest_frame: bool | None = None, repeat_fraction: float | None = None,
                 label_survey_fraction: float | None = None, chunk_rows: int = 1000,
-                progress=None) -> dict:
+                progress=None, force: bool = False) -> dict:
     """Generate a survey folder (see module docstring). Returns the ``survey.json`` dict.
 
     Everything is written to a temporary sibling folder and renamed into place at the end,
-    so an interrupted run never leaves a half-built survey. Memory is bounded by
+    so an interrupted run never leaves a half-built survey; an existing ``path`` is
+    replaced only if it is a survey (or empty), unless ``force``. Memory is bounded by
     ``chunk_rows`` spectra at a time.
     """
     p = dict(DEFAULT_PARAMS)
@@ -99,7 +100,7 @@ def make_survey(path, n_catalogue: int | None = None, n_spectra: dict | None = N
     path = Path(path)
     report = progress or (lambda frac, msg: None)
     timings = {}
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, "survey", force=force) as tmp:
         t0 = time.perf_counter()
         cat = make_catalogue(n_cat, seed=p["seed"])
         timings["catalogue_s"] = time.perf_counter() - t0

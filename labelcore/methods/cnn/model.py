@@ -219,8 +219,9 @@ class CNN(LabelMethod):
         """
         _keras()  # sets the backend up before any array work
         t0 = time.perf_counter()
-        f, _, bad = self._flux_arrays(flux, None)
-        y, _, names = self._label_arrays(labels, None, label_names, n=f.shape[0])
+        # the network does not use the uncertainties (nor does the paper), but they are checked
+        f, _, bad = self._flux_arrays(flux, flux_err)
+        y, _, names = self._label_arrays(labels, label_err, label_names, n=f.shape[0])
         n = f.shape[0]
         n_test = max(int(round(self.test_fraction * n)), 1)
         if n - n_test < max(int(self.batch_size), 10) or n_test < 5:
@@ -407,7 +408,7 @@ class CNN(LabelMethod):
         return model
 
     def predict(self, flux: ArrayLike | Spectra, *, flux_err: ArrayLike | None = None,
-                photometry: ArrayLike | None = None, return_std: bool = False
+                photometry: ArrayLike | None = None, return_std: bool = False, wave: ArrayLike | None = None
                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Mean of the kept members (and their standard deviation with ``return_std``).
 
@@ -421,6 +422,9 @@ class CNN(LabelMethod):
             Needed when the model was fitted with photometry (``uses_photometry``).
         return_std : bool
             Also return the 1-sigma errors.
+        wave : array [P], optional
+            The spectra's wavelength grid: refused unless it is the model's (a
+            :class:`Spectra` input is checked the same way).
 
         Returns
         -------
@@ -428,6 +432,7 @@ class CNN(LabelMethod):
         errors : ndarray [N, M]
             Only with ``return_std``.
         """
+        self._check_grid(flux, wave)
         ym = self.predict_members(flux, photometry=photometry)[:, self.kept_members_]
         mean = ym.mean(axis=1)
         if not return_std:

@@ -678,15 +678,16 @@ class SLAM(LabelMethod):
             "initial": self.label_scaler_.inverse(theta0),
         }
 
-    def predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
+    def predict_details(self, flux, *, flux_err=None, photometry=None, wave=None) -> Prediction:
         """Labels, formal errors and fit quality per star: ``converged``, ``n_iter``,
         ``chi2_reduced`` and ``rmse`` (see :meth:`likelihood_fit`)."""
+        self._check_grid(flux, wave)
         d = self.likelihood_fit(flux, flux_err=flux_err)
         return Prediction(d["labels"], d["errors"],
                           {k: d[k] for k in ("converged", "n_iter", "chi2_reduced", "rmse")})
 
     def predict(self, flux: ArrayLike | Spectra, *, flux_err: ArrayLike | None = None,
-                photometry: ArrayLike | None = None, return_std: bool = False
+                photometry: ArrayLike | None = None, return_std: bool = False, wave: ArrayLike | None = None
                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Maximum-likelihood labels [N, M] (eq. 8); with ``return_std`` also the formal
         1-sigma errors from the LM covariance. Convergence flags: :meth:`predict_details`.
@@ -701,6 +702,9 @@ class SLAM(LabelMethod):
             Needed when the model was fitted with photometry (``uses_photometry``).
         return_std : bool
             Also return the 1-sigma errors.
+        wave : array [P], optional
+            The spectra's wavelength grid: refused unless it is the model's (a
+            :class:`Spectra` input is checked the same way).
 
         Returns
         -------
@@ -708,6 +712,7 @@ class SLAM(LabelMethod):
         errors : ndarray [N, M]
             Only with ``return_std``.
         """
+        self._check_grid(flux, wave)
         d = self.likelihood_fit(flux, flux_err=flux_err)
         return (d["labels"], d["errors"]) if return_std else d["labels"]
 
