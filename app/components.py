@@ -3,6 +3,8 @@ area that escapes what it shows. One place each; pages import from here."""
 
 from __future__ import annotations
 
+import html
+
 import panel as pn
 
 from labelcore.constants import label_title  # noqa: F401  (the pages' label titles)
@@ -51,8 +53,14 @@ class MessageArea(pn.viewable.Viewer):
         self._pane.visible = True
 
     @property
-    def text(self) -> str:
+    def markup(self) -> str:
+        """What is sent to the browser (escaped)."""
         return self._pane.object
+
+    @property
+    def text(self) -> str:
+        """What the reader sees (entities shown as their characters)."""
+        return html.unescape(self._pane.object)
 
     @property
     def kind(self) -> str:
@@ -66,3 +74,13 @@ def loading(text: str):
     """A spinner with a line of text (shown while something is built or loaded)."""
     return pn.Row(pn.indicators.LoadingSpinner(value=True, size=24, sizing_mode="fixed"),
                   pn.pane.Markdown(escape(text)), sizing_mode="stretch_width")
+
+
+def safe_table(df, formatters=None, **kw):
+    """A read-only Tabulator whose text cells and column titles can hold no markup: text
+    columns use Tabulator's ``plaintext`` formatter (which escapes) and titles are escaped,
+    because Panel renders cells and titles as HTML."""
+    fmt = {c: {"type": "plaintext"} for c in df.columns if df[c].dtype == object or str(df[c].dtype) == "string"}
+    fmt.update(formatters or {})
+    titles = {c: html.escape(str(c)) for c in df.columns}
+    return pn.widgets.Tabulator(df, disabled=True, formatters=fmt, titles=titles, **kw)

@@ -38,7 +38,7 @@ def spectra_tab():
     return _spectra["tab"]
 
 
-training_set = TrainingSetPage(state.survey_dir, settings.training_sets_dir())
+training_set = TrainingSetPage(state.survey_dir, settings.training_sets_dir(), roots=state.data_roots)
 train = TrainPage(state)
 curves = LearningCurvesPage(state)
 compare = ComparePage(state)

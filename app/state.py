@@ -97,6 +97,7 @@ class AppState(param.Parameterized):
     runs_version = param.Integer(default=0, doc="goes up when any run of the store changes")
     current_run = param.String(default=None, allow_None=True, doc="the run id last launched or chosen")
     selection = param.Parameter(default=None, doc="ids of the stars selected on the Catalogue tab")
+    data_roots = param.List(default=None, allow_None=True, doc="folders typed paths may name (settings)")
 
     def __init__(self, **params):
         params.setdefault("store", RunStore())
@@ -107,6 +108,9 @@ class AppState(param.Parameterized):
             self.demo_store = RunStore(settings.demo_models_dir())
         if self.training_sets_root is None:
             self.training_sets_root = str(settings.training_sets_dir())
+        if self.data_roots is None:     # the settings' roots, and the folders this state itself uses
+            extra = [p for p in (self.training_sets_root, self.survey_dir) if p is not None]
+            self.data_roots = [str(p) for p in settings.data_roots()] + [str(Path(p).resolve()) for p in extra]
         self._signature = store_signature(self.store)
         self._callback = None
 

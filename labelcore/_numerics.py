@@ -68,3 +68,11 @@ def as_real(name: str, a, dtype=np.float64) -> np.ndarray:
             raise ValidationError(f"{name} must be numeric; got values of type {arr.dtype} "
                                   f"(e.g. {first!r})") from None
     return arr.astype(dtype, copy=False)
+
+
+def der_snr_sigma(flux, bad):
+    """Per-star noise from the spectrum itself (DER_SNR, Stoehr et al. 2008)."""
+    f = np.where(bad, np.nan, flux)
+    d = np.abs(2 * f[:, 2:-2] - f[:, :-4] - f[:, 4:])
+    sig = 1.482602 / np.sqrt(6.0) * np.nanmedian(d, axis=1)
+    return np.where(np.isfinite(sig) & (sig > 0), sig, np.nanstd(f, axis=1))

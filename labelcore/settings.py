@@ -95,3 +95,27 @@ def max_queued_per_session() -> int:
         return max(1, int(os.environ.get("LABELCORE_MAX_QUEUED", 4)))
     except ValueError:
         return 4
+
+
+def resolve_user_path(text, *, roots=None, what: str = "path") -> Path:
+    """A path typed by a user of the served app, resolved (symlinks followed) and accepted
+    only inside one of ``roots`` (default :func:`data_roots`); relative paths are taken
+    from the first root. Raises :class:`~labelcore.errors.ValidationError` otherwise,
+    saying only that the path is outside the allowed folders -- never whether it exists."""
+    from labelcore.errors import ValidationError
+
+    raw = "" if text is None else str(text).strip()
+    if not raw:
+        raise ValidationError(f"no {what} given")
+    roots = [Path(r).expanduser().resolve() for r in (roots or data_roots())]
+    p = Path(raw).expanduser()
+    if not p.is_absolute():
+        p = roots[0] / p
+    try:
+        p = p.resolve()
+    except (OSError, RuntimeError) as exc:      # symlink loops
+        raise ValidationError(f"{what} {raw!r} cannot be resolved") from exc
+    if not any(p == r or r in p.parents for r in roots):
+        raise ValidationError(f"{what} {raw!r} is outside the folders this app may read "
+                              f"({', '.join(str(r) for r in roots)}); LABELCORE_DATA_ROOTS sets them")
+    return p

@@ -17,7 +17,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.components import COLORS, TOOLS, run_choices
+from app.components import COLORS, TOOLS, run_choices, safe_table
 from app.pages.runlist import RunListViewer
 from labelcore.constants import SNR_BINS
 from labelcore.evaluate import bias_scatter, snr_bin_labels
@@ -147,8 +147,7 @@ class ComparePage(RunListViewer):
     def table(self):
         df = self.wide_table()
         fmt = {c: {"type": "money", "precision": 4} for c in df.columns if "·" in c}
-        return pn.widgets.Tabulator(df, disabled=True, show_index=False, height=260,
-                                    sizing_mode="stretch_width", formatters=fmt)
+        return safe_table(df, show_index=False, height=260, sizing_mode="stretch_width", formatters=fmt)
 
     def controls(self):
         return pn.Column(pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs", size=8),

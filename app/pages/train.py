@@ -13,13 +13,14 @@ from pathlib import Path
 import panel as pn
 import param
 
-from app.components import MessageArea
+from app.components import MessageArea, safe_table
 from app.pages.runlist import as_state
 from app.pages.training_set import list_training_sets
 from labelcore.errors import LabelcoreError
 from labelcore.methods import capabilities as caps
 from labelcore.methods import method_class, method_names
 from labelcore.runs import build_config
+from labelcore.settings import max_queued_per_session, resolve_user_path
 
 SETUP_LABELS = {
     "rave": ["teff", "logg", "m_h", "fe_h", "alpha_m", "mg_fe", "si_fe", "al_fe", "ni_fe"],
@@ -78,6 +79,7 @@ class TrainPage(pn.viewable.Viewer):
         self.state = as_state(state)
         self.store = self.state.store
         self.queue = self.state.queue
+        self._submitted: list[str] = []
         self.training_sets_root = self.state.training_sets_root
         self.survey_dir = None if self.state.survey_dir is None else Path(self.state.survey_dir)
         self._predict = pn.widgets.Button(label="Label the survey with the selected run", color="primary",
@@ -94,11 +96,11 @@ class TrainPage(pn.viewable.Viewer):
         self._quick.on_click(lambda e: self.quick_settings())
         self._cancel = pn.widgets.Button(label="Cancel selected", color="warning", width=180, sizing_mode="fixed")
         self._cancel.on_click(lambda e: self.cancel_selected())
-        self._table = pn.widgets.Tabulator(self.store.table(), disabled=True, selectable="checkbox",
-                                           show_index=False, height=320, sizing_mode="stretch_width",
-                                           formatters={"progress": {"type": "progress", "max": 1.0},
-                                                       "seconds": {"type": "money", "precision": 1}},
-                                           hidden_columns=["id"])
+        self._table = safe_table(self.store.table(), selectable="checkbox",
+                                 show_index=False, height=320, sizing_mode="stretch_width",
+                                 formatters={"progress": {"type": "progress", "max": 1.0},
+                                             "seconds": {"type": "money", "precision": 1}},
+                                 hidden_columns=["id"])
         self._log = pn.pane.Str("", styles={"font-size": "11px"}, sizing_mode="stretch_width", max_height=260)
         self._table.param.watch(lambda e: self._show_log(), "selection")
         self._build_param_widgets()
@@ -165,7 +167,8 @@ class TrainPage(pn.viewable.Viewer):
         else:
             if not self.training_set.strip():
                 raise LabelcoreError("choose a saved training set (or type its folder)")
-            cfg = build_config(self.method, self.hyperparameters(), training_set=self.training_set.strip(),
+            folder = resolve_user_path(self.training_set, roots=self.state.data_roots, what="training-set folder")
+            cfg = build_config(self.method, self.hyperparameters(), training_set=folder,
                                test_fraction=float(self.test_fraction), seed=int(self.seed), photometry=phot,
                                name=self.run_name)
         return cfg.to_dict()
@@ -173,16 +176,34 @@ class TrainPage(pn.viewable.Viewer):
     # ------------------------------------------------------------------ actions
     def launch(self):
         """Queue a run of the current settings; returns it (None if the settings are wrong,
-        with the reason shown)."""
+        or this session already has :func:`~labelcore.settings.max_queued_per_session` runs
+        waiting, with the reason shown)."""
         return self._submit(self.config, "Queued run **{name}** ({id}).", reset_name=True)
+
+    def _waiting(self) -> list[str]:
+        """Runs this session queued that have not started yet."""
+        out = []
+        for rid in self._submitted:
+            try:
+                if self.store.get(rid).state == "queued":
+                    out.append(rid)
+            except LabelcoreError:
+                continue
+        return out
 
     def _submit(self, make_config, done_text, reset_name=False):
         """Queue the run ``make_config()`` describes; say so (or why not) on the page."""
+        waiting = self._waiting()
+        if len(waiting) >= max_queued_per_session():
+            self._message.say("Not launched: this session already has {n} runs waiting to start; wait for them "
+                              "or cancel some.", "warning", n=len(waiting))
+            return None
         try:
             run = self.queue.submit(make_config())
         except LabelcoreError as exc:
             self._message.say("Not launched: {why}", "danger", why=exc)
             return None
+        self._submitted.append(run.id)
         self._message.say(done_text, name=run.config["name"], id=run.id)
         if reset_name:
             self.run_name = ""

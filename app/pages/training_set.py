@@ -17,12 +17,13 @@ import numpy as np
 import panel as pn
 import param
 
-from app.components import TOOLS, MessageArea
+from app.components import TOOLS, MessageArea, safe_table
 from labelcore.constants import PAPER_LABELS
-from labelcore.data.manifests import load_manifest
+from labelcore.data.manifests import list_manifests, load_manifest
 from labelcore.errors import LabelcoreError
 from labelcore.prep.cuts import validate_cuts
-from labelcore.prep.training import build_training_set
+from labelcore.prep.training import build_from_files, build_training_set
+from labelcore.settings import resolve_user_path
 
 hv.extension("bokeh", logo=False)
 
@@ -92,12 +93,12 @@ class TrainingSetPage(pn.viewable.Viewer):
     cuts_text = param.String(default="", doc="extra cuts, JSON")
     set_name = param.String(default="")
 
-    def __init__(self, survey_dir, out_root, **params):
+    def __init__(self, survey_dir, out_root, roots=None, **params):
         super().__init__(**params)
         self.survey_dir = Path(survey_dir)
         self.out_root = Path(out_root)
-        from labelcore.data.manifests import list_manifests
-
+        #: the only folders whose files the typed paths may name (settings.data_roots())
+        self.roots = roots
         self.param.manifest.objects = [m for m in list_manifests() if m != "synthetic"]
         self._presets()
         every = sorted({n for v in PAPER_LABELS.values() for n in v} | {"alpha_m", "m_h"})
@@ -139,9 +140,9 @@ class TrainingSetPage(pn.viewable.Viewer):
                 ts = build_training_set(self.survey_dir, self.setup, self.label_source, preset, cuts,
                                         list(self.labels), self.photometry, self.max_stars or None, seed=0)
             else:
-                from labelcore.prep.training import build_from_files
-
-                ts = build_from_files(self.spectra_file.strip(), self.label_table.strip(), self.manifest,
+                spectra = resolve_user_path(self.spectra_file, roots=self.roots, what="spectra file")
+                table = resolve_user_path(self.label_table, roots=self.roots, what="label table")
+                ts = build_from_files(spectra, table, self.manifest,
                                       self.product.strip() or "catalogue", list(self.labels), preset, cuts,
                                       self.match_on.strip() or "source_id", self.spectra_on.strip() or None,
                                       self.photometry, self.max_stars or None, seed=0)
@@ -163,7 +164,7 @@ class TrainingSetPage(pn.viewable.Viewer):
         if self.ts is None:
             self._say("Build a training set first.", "warning")
             return None
-        base = self.setup if self.source == FOLDER else Path(self.spectra_file.strip()).stem
+        base = self.setup if self.source == FOLDER else Path(self.spectra_file.strip()).stem or "set"
         name = self.set_name.strip() or f"{base}_{self.preset if self.preset != NO_PRESET else 'nocuts'}"
         if not _NAME_OK.match(name):
             self._say("Not saved: {name} is not a plain folder name (letters, digits, . _ -).", "danger",
@@ -180,8 +181,7 @@ class TrainingSetPage(pn.viewable.Viewer):
     # ------------------------------------------------------------------ views
     def _counts_table(self):
         c = self.ts.counts[["cut", "passing", "remaining"]]
-        return pn.widgets.Tabulator(c, disabled=True, show_index=False, sizing_mode="stretch_width",
-                                    height=min(40 + 32 * len(c), 360))
+        return safe_table(c, show_index=False, sizing_mode="stretch_width", height=min(40 + 32 * len(c), 360))
 
     def plots(self):
         """Kiel diagram of the sample coloured by metallicity, and its S/N distribution."""

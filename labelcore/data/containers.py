@@ -216,7 +216,7 @@ class Labels:
         m = len(self.names)
         if len(set(self.names)) != m:
             dup = sorted({s for s in self.names if self.names.count(s) > 1})
-            raise ValidationError(f"duplicate label names {dup} in {self.names}")
+            raise ValidationError(f"duplicate label names {dup} in {self.names}: names must be unique")
         vals = as_real("label values", self.values)
         if vals.ndim == 2 and vals.shape[1] != m:
             raise ValidationError(f"{m} label names {self.names} for {vals.shape[1]} label columns")

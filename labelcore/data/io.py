@@ -110,13 +110,14 @@ def recover_artifact(path: str | os.PathLike) -> None:
 
 
 def check_not_input(out: str | os.PathLike, *inputs, what: str = "output") -> None:
-    """Refuse an output path that is one of the inputs (or inside an input folder)."""
+    """Refuse an output path that is one of the inputs, or a folder holding one (replacing
+    it would delete the input)."""
     o = Path(out).expanduser().resolve()
     for i in inputs:
         if i is None:
             continue
         p = Path(i).expanduser().resolve()
-        if o == p or (p.is_dir() and p in o.parents):
+        if o == p or o in p.parents:
             raise ValidationError(f"the {what} {out} is also an input ({i}): refusing to overwrite an input")
 
 

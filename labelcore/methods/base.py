@@ -32,6 +32,7 @@ from labelcore.data.containers import Labels, Spectra, check_wavelength_grid
 from labelcore.data.io import atomic_dir, recover_artifact
 from labelcore.errors import FormatError, LabelcoreError, ValidationError
 from labelcore.methods import capabilities as caps
+from labelcore.methods.ood import SpectrumEnvelope
 from labelcore.methods.params import Param, validate_params
 from labelcore.progress import report  # noqa: F401  (the methods' progress helper)
 
@@ -104,9 +105,49 @@ class LabelMethod:
         return False
 
     def predict_details(self, flux, *, flux_err=None, photometry=None, wave=None) -> Prediction:
-        """Labels, errors and per-star fit quality of each spectrum (:class:`Prediction`)."""
-        y, e = self.predict(flux, flux_err=flux_err, photometry=photometry, return_std=True, wave=wave)
+        """Labels, errors and per-star quality of each spectrum (:class:`Prediction`), for
+        whole surveys: garbage is flagged, not labelled.
+
+        ``quality`` always holds ``ood_score`` and ``ood`` (the spectrum is unlike the
+        training spectra, :mod:`labelcore.methods.ood`; or its labels are not finite),
+        plus what the method offers (capability ``fit_quality``: ``chi2_reduced``, ...).
+        Spectra with no usable pixel or absurd values (|flux| > 1e6, overflow) are not
+        passed to the method: their labels are NaN and ``ood`` is True, so one bad
+        spectrum never stops a catalogue."""
+        self._check_grid(flux, wave)
+        f, e, bad = self._flux_arrays(flux, flux_err, n_pixels=self.n_pixels_, allow_empty=True)
+        n, m = f.shape[0], len(self.label_names_)
+        absurd = bad.all(axis=1) | (np.abs(np.where(bad, 0.0, f)) > 1e6).any(axis=1)
+        ok = ~absurd
+        y, err = np.full((n, m), np.nan), np.full((n, m), np.nan)
+        quality: dict[str, np.ndarray] = {}
+        if ok.any():
+            phot = None if photometry is None else np.asarray(photometry, float)[ok]
+            d = self._predict_details(np.where(bad[ok], np.nan, f[ok]),
+                                      flux_err=None if e is None else e[ok], photometry=phot)
+            y[ok], err[ok] = d.labels, d.errors
+            for k, v in d.quality.items():
+                v = np.asarray(v)
+                full = np.zeros(n, bool) if v.dtype == bool else np.full(n, np.nan)
+                full[ok] = v
+                quality[k] = full
+        env = getattr(self, "envelope_", None)
+        score = env.score(f, e, bad) if env is not None else np.where(absurd, np.inf, np.nan)
+        quality["ood_score"] = score
+        quality["ood"] = (score > 1.0) | absurd | ~np.isfinite(y).all(axis=1) | ~np.isfinite(err).all(axis=1)
+        return Prediction(y, err, quality)
+
+    def _predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
+        """What :meth:`predict_details` asks of the method for sane spectra: labels, errors
+        and the method's own quality numbers (override to add them)."""
+        y, e = self.predict(flux, flux_err=flux_err, photometry=photometry, return_std=True)
         return Prediction(y, e, {})
+
+    def _fit_envelope(self, flux, flux_err=None) -> None:
+        """Keep the training spectra's envelope (:mod:`labelcore.methods.ood`); every
+        method's ``fit`` calls this."""
+        f, e, bad = self._flux_arrays(flux, flux_err)
+        self.envelope_ = SpectrumEnvelope().fit(f, e, bad, seed=int(getattr(self, "random_state", 0) or 0))
 
     def predict_spectra(self, labels, *, label_err=None) -> np.ndarray:
         """Model flux [N, P] at ``labels`` [N, M] (capability ``model_spectra``)."""
@@ -185,7 +226,7 @@ class LabelMethod:
 
     # ------------------------------------------------------------- inputs
     @staticmethod
-    def _flux_arrays(flux, flux_err=None, n_pixels=None, name="flux"):
+    def _flux_arrays(flux, flux_err=None, n_pixels=None, name="flux", allow_empty=False):
         """(flux, flux_err or None, bad mask) as float arrays; containers accepted.
 
         Non-finite flux, and non-finite or non-positive uncertainties, are bad pixels
@@ -215,7 +256,7 @@ class LabelMethod:
                 raise ValidationError(f"flux_err has shape {e.shape}; flux has {f.shape}")
             bad |= ~np.isfinite(e) | (e <= 0)
             e[bad] = np.inf
-        if bad.all(axis=1).any():
+        if bad.all(axis=1).any() and not allow_empty:
             i = int(np.flatnonzero(bad.all(axis=1))[0])
             raise ValidationError(f"spectrum at row {i} has no usable pixel")
         f[bad] = 0.0
@@ -293,8 +334,9 @@ class LabelMethod:
                    "labelcore_version": __version__, "params": self.get_params(),
                    "label_names": list(self.label_names_), "state": meta}
             (tmp / "params.json").write_text(json.dumps(doc, indent=2, default=_json_default))
+            env = getattr(self, "envelope_", None)
             np.savez(tmp / "arrays.npz", label_min=self.label_min_, label_max=self.label_max_,
-                     **arrays)
+                     **arrays, **(env.to_arrays() if env is not None else {}))
             self._save_extra(tmp)
         return path
 
@@ -324,6 +366,8 @@ class LabelMethod:
             obj.label_names_ = list(doc["label_names"])
             obj.label_min_ = arrays.pop("label_min")
             obj.label_max_ = arrays.pop("label_max")
+            obj.envelope_ = SpectrumEnvelope.from_arrays(arrays)
+            arrays = {k: v for k, v in arrays.items() if not k.startswith("ood_")}
             obj._set_state(doc["state"], arrays)
             obj._load_extra(path)
         except ValidationError:

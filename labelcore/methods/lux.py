@@ -79,6 +79,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from labelcore._numerics import der_snr_sigma
 from labelcore.data.containers import Labels, Spectra
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
@@ -172,14 +173,6 @@ def _scatter_step(r2, var, mask, v_max):
     lo, hi = jax.lax.fori_loop(0, 60, body, (lo, hi))
     v = jnp.exp(0.5 * (lo + hi))
     return jnp.where(dloss(jnp.zeros_like(v) + 1e-30) >= 0, 0.0, v)
-
-
-def der_snr_sigma(flux, bad):
-    """Per-star noise from the spectrum itself (DER_SNR, Stoehr et al. 2008)."""
-    f = np.where(bad, np.nan, flux)
-    d = np.abs(2 * f[:, 2:-2] - f[:, :-4] - f[:, 4:])
-    sig = 1.482602 / np.sqrt(6.0) * np.nanmedian(d, axis=1)
-    return np.where(np.isfinite(sig) & (sig > 0), sig, np.nanstd(f, axis=1))
 
 
 # ---------------------------------------------------------------------------- model
@@ -401,6 +394,7 @@ class Lux(LabelMethod):
                                  (0.5 if self.cv_results_ else 0.0, 1.0), seed=self.random_state)[0]
         self.A_, self.B_, self.s_, self.z_train_ = A, B, s, Z
         self.z_mean_, self.z_precision_ = self._prior(Z, om)
+        self._fit_envelope(flux, flux_err)
         report(progress, 1.0, "Lux fitted")
         return self
 
@@ -570,9 +564,8 @@ class Lux(LabelMethod):
         r = f - lat.z @ self.B_.T
         return np.sum(lat.weights * r**2, axis=1) / np.maximum((lat.weights > 0).sum(1), 1)
 
-    def predict_details(self, flux, *, flux_err=None, photometry=None, wave=None) -> Prediction:
+    def _predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
         """Labels, formal errors and ``chi2_reduced`` of each spectrum against its model."""
-        self._check_grid(flux, wave)
         lat = self.transform(flux, flux_err=flux_err)
         y, e = self._labels(lat, True)
         return Prediction(y, e, {"chi2_reduced": self._reduced_chi2(flux, flux_err, lat)})

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelcore import settings
 from labelcore.catalogue import predict_catalogue
 from labelcore.constants import LABEL_UNITS
 from labelcore.data.io import atomic_dir, atomic_path, read_table
@@ -57,7 +58,9 @@ class _Heartbeat:
         self._thread.start()
 
     def _loop(self):
-        while not self._stop.wait(HEARTBEAT_INTERVAL):
+        # a quarter of the timeout at most, so a live run is never mistaken for a dead one
+        interval = min(HEARTBEAT_INTERVAL, settings.heartbeat_timeout() / 4)
+        while not self._stop.wait(interval):
             with contextlib.suppress(OSError):
                 self.run.beat()
 

@@ -70,18 +70,18 @@ def demo_cache(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def server(small_survey, demo_cache, finished_runs):
+def _serve(env, log):
+    """``panel serve app/main.py`` on a free port with ``env``; yields its URL (server
+    output to ``log``)."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
     port = _free_port()
-    env = dict(os.environ, LABELCORE_SURVEY=str(small_survey), LABELCORE_DATA_DIR=str(demo_cache),
-               LABELCORE_RUNS=str(finished_runs["store"].root))
     panel = Path(sys.executable).parent / "panel"
-    proc = subprocess.Popen(
-        [str(panel), "serve", str(ROOT / "app" / "main.py"), "--address", "127.0.0.1",
-         "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(panel), "serve", str(ROOT / "app" / "main.py"), "--address", "127.0.0.1",
+             "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
+            env=dict(os.environ, **env), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/main"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -92,11 +92,62 @@ def server(small_survey, demo_cache, finished_runs):
             time.sleep(0.5)
     else:
         proc.kill()
-        pytest.fail("panel serve did not come up: " + proc.stdout.read().decode()[-2000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-    proc.stdout.close()
+        proc.wait()
+        pytest.fail("panel serve did not come up: " + Path(log).read_text()[-2000:])
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(small_survey, demo_cache, finished_runs, tmp_path_factory):
+    yield from _serve({"LABELCORE_SURVEY": str(small_survey), "LABELCORE_DATA_DIR": str(demo_cache),
+                       "LABELCORE_RUNS": str(finished_runs["store"].root)},
+                      tmp_path_factory.mktemp("server") / "panel.log")
+
+
+XSS = '<img src=x onerror="window.__xss=1">'
+
+
+@pytest.fixture(scope="module")
+def hostile_server(small_survey, demo_cache, finished_runs, tmp_path_factory):
+    """The app on a store whose only run is named like an attack."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("hostile_runs")
+    src = finished_runs["Lux"].path
+    dst = root / (src.name + "-x")
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["name"] = XSS
+    (dst / "config.json").write_text(json.dumps(cfg))
+    yield from _serve({"LABELCORE_SURVEY": str(small_survey), "LABELCORE_DATA_DIR": str(demo_cache),
+                       "LABELCORE_RUNS": str(root)}, tmp_path_factory.mktemp("server") / "panel.log")
+
+
+def test_a_hostile_run_name_is_shown_never_executed(hostile_server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = _open_app(p, hostile_server, height=1200)
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        for tab, ready in [("Learning curves", "text=Held-out bias and scatter"), ("Train", "text=Launch"),
+                           ("Compare", "text=Scatter and bias")]:
+            page.get_by_text(tab, exact=True).first.click()
+            page.wait_for_selector(ready, timeout=60_000)
+            time.sleep(1.5)
+        assert page.evaluate("window.__xss") is None              # the onerror handler never ran
+        page.get_by_text("Learning curves", exact=True).first.click()
+        page.wait_for_selector("text=Held-out bias and scatter", timeout=60_000)
+        # the name is on the page as text
+        assert page.get_by_text("onerror=", exact=False).count() >= 1
+        assert page.evaluate("window.__xss") is None
+        assert not errors, errors
+        browser.close()
 
 
 def test_catalogue_page_renders_in_chromium(server, tmp_path):

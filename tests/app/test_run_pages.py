@@ -286,7 +286,7 @@ def test_training_set_page_from_a_spectra_file_and_a_label_table(tmp_path, write
     files = [write_lamost(tmp_path / f"spec-{1000 + i}.fits", 0.0, 1000 + i) for i in range(8)]
     ingest(files, "lamost_lrs", tmp_path / "lamost.h5", wave=parse_grid("6400:6700:1"))
     write_lamost_catalogue(tmp_path / "cat.fits", [1000 + i for i in range(6)], np.random.default_rng(1))
-    page = TrainingSetPage(tmp_path, tmp_path / "sets")
+    page = TrainingSetPage(tmp_path, tmp_path / "sets", roots=[tmp_path])
     assert "guiglion2020" in page.param.preset.objects
     page.source = FILES
     page.manifest = "lamost_dr5"

@@ -72,7 +72,7 @@ def test_labels_missing_and_errors():
         Labels(v, ["teff", "logg"], np.array([[0.0, 0.1], [1, 1]]))
     with pytest.raises(ValidationError, match="infinite at row 1"):
         Labels(np.array([[1.0, 2], [np.inf, 1]]), ["teff", "logg"])
-    with pytest.raises(ValidationError, match="not unique"):
+    with pytest.raises(ValidationError, match="must be unique"):
         Labels(v, ["teff", "teff"])
     sel = lab.select(["logg"])
     assert sel.names == ["logg"] and sel.values[1, 0] == 3.0

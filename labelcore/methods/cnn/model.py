@@ -295,6 +295,7 @@ class CNN(LabelMethod):
             keep[np.argmin(self.final_test_loss_)] = True
         self.kept_members_ = keep
         self.fit_seconds_ = time.perf_counter() - t0
+        self._fit_envelope(flux, flux_err)
         report(progress, 1.0, f"CNN: kept {int(keep.sum())} of {E_total} members")
         return self
 

@@ -457,6 +457,7 @@ class SLAM(LabelMethod):
         self._set_label_range(y)
         self._derived = {}      # caches of what prediction derives from the fitted state
         self.fit_seconds_ = time.perf_counter() - t0
+        self._fit_envelope(flux, flux_err)
         report(progress, 1.0, "SLAM fitted")
         return self
 
@@ -678,10 +679,9 @@ class SLAM(LabelMethod):
             "initial": self.label_scaler_.inverse(theta0),
         }
 
-    def predict_details(self, flux, *, flux_err=None, photometry=None, wave=None) -> Prediction:
+    def _predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
         """Labels, formal errors and fit quality per star: ``converged``, ``n_iter``,
         ``chi2_reduced`` and ``rmse`` (see :meth:`likelihood_fit`)."""
-        self._check_grid(flux, wave)
         d = self.likelihood_fit(flux, flux_err=flux_err)
         return Prediction(d["labels"], d["errors"],
                           {k: d[k] for k in ("converged", "n_iter", "chi2_reduced", "rmse")})
