@@ -16,8 +16,11 @@ NAMES = ("teff", "logg", "m_h")
 def _garbage(d, te, rng):
     """Spectra no survey should label: (name, flux, flux_err)."""
     m, p, w = len(te.flux), te.flux.shape[1], d.wave
+    sig = rng.uniform(0.02, 0.2, (m, 1)) * np.ones((1, p))
     return [
         ("noise without a continuum", rng.normal(0, 1, (m, p)), np.ones((m, p))),
+        ("noise around a continuum (S/N 5-50)", 1 + rng.normal(0, 1, (m, p)) * sig, sig),
+        ("noise around a continuum, no errors", 1 + rng.normal(0, 1, (m, p)) * sig, None),
         ("noise without a continuum, no errors", rng.normal(0, 1, (m, p)), None),
         ("uniform 0-2", rng.uniform(0, 2, (m, p)), np.full((m, p), 0.05)),
         ("1e300", te.flux * 1e300, te.flux_err * 1e300),
@@ -38,6 +41,8 @@ def test_envelope_flags_garbage_and_spares_held_out_spectra(setup, n_train, n_te
     good = env.score(*LabelMethod._flux_arrays(te.flux, te.flux_err))
     assert (good > 1).mean() < 0.02, (good > 1).mean()
     for name, flux, err in _garbage(d, te, np.random.default_rng(1)):
+        if setup == "apogee" and "around a continuum" in name:
+            continue          # the known limit (labelcore.methods.ood): weak H-band lines
         s = env.score(*LabelMethod._flux_arrays(flux, err, allow_empty=True))
         assert (s > 1).mean() > 0.95, (setup, name, (s > 1).mean())
 
@@ -58,8 +63,8 @@ def test_every_method_flags_garbage_in_predict_details(name, rave, tmp_path):
     model = method_class(name)(**FAST[name]).fit(tr.flux, tr.labels, flux_err=tr.flux_err, label_names=NAMES,
                                                  wave=d.wave)
     garbage = _garbage(d, te, np.random.default_rng(2))
-    flux = np.vstack([te.flux] + [g[1] for g in garbage[2:5]] + [np.full((1, d.flux.shape[1]), np.nan)])
-    err = np.vstack([te.flux_err] + [g[2] for g in garbage[2:5]] + [np.ones((1, d.flux.shape[1]))])
+    flux = np.vstack([te.flux] + [g[1] for g in garbage[4:7]] + [np.full((1, d.flux.shape[1]), np.nan)])
+    err = np.vstack([te.flux_err] + [g[2] for g in garbage[4:7]] + [np.ones((1, d.flux.shape[1]))])
     det = model.predict_details(flux, flux_err=err, wave=d.wave)
     n = len(te.flux)
     q = det.quality
