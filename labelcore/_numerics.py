@@ -6,6 +6,8 @@ Kept dependency-free (numpy only) and below both layers so that the synthetic su
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from labelcore.errors import ValidationError
@@ -76,3 +78,24 @@ def der_snr_sigma(flux, bad):
     d = np.abs(2 * f[:, 2:-2] - f[:, :-4] - f[:, 4:])
     sig = 1.482602 / np.sqrt(6.0) * np.nanmedian(d, axis=1)
     return np.where(np.isfinite(sig) & (sig > 0), sig, np.nanstd(f, axis=1))
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine has available (MemAvailable; total RAM if unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory(n_bytes: float, what: str, fraction: float = 0.8) -> None:
+    """Refuse, before allocating, work that needs more than ``fraction`` of the available
+    memory: :class:`ValidationError` saying what and how much."""
+    avail = available_memory()
+    if n_bytes > fraction * avail:
+        raise ValidationError(f"{what} needs about {n_bytes / 2**30:,.1f} GiB; this machine has "
+                              f"{avail / 2**30:,.1f} GiB available. Use fewer latents, pixels or spectra.")

@@ -226,6 +226,8 @@ API = [
     ("slam grid of text", lambda t: parse_config({"method": "SLAM", "params": {"gamma_grid": ["a"]}, "data": {
         "kind": "synthetic", "n_train": 9, "n_test": 2}}), "gamma_grid"),
     # models
+    ("lux latents beyond memory", lambda t: method_class("Lux")(n_latent=4000, omega=1.0).fit(
+        np.ones((40, 8000)) + RNG.normal(0, 0.01, (40, 8000)), LABELS), "GiB available"),
     ("load a folder without a model", lambda t: load_model(t), "not a saved labelcore model"),
     ("load corrupt params.json", lambda t: ((t / "params.json").write_text("{nope"), load_model(t)),
      "not a saved labelcore model"),
@@ -318,7 +320,7 @@ CLI = [
     ("ingest out is an input", lambda t: _cli("ingest", "lamost_lrs", _bad_fits(t), "--out", t / "bad.fits",
                                               "--grid", "3900:8800:1"), "also an input"),
     ("ingest out is a folder", lambda t: _cli("ingest", "lamost_lrs", _bad_fits(t), "--out", t,
-                                              "--grid", "3900:8800:1"), "is a folder"),
+                                              "--grid", "3900:8800:1"), "is a folder|also an input"),
     ("ingest unknown loader", lambda t: _cli("ingest", "sdss", _bad_fits(t), "--out", t / "o.h5",
                                              "--grid", "3900:8800:1"), "no spectrum loader"),
     ("train params not JSON", lambda t: _cli("train", "--method", "Lux", "--params", "{n_latent: 3}",
@@ -344,7 +346,10 @@ CLI = [
     ("predict unknown run", lambda t: _cli("predict", "nope", _h5(t), "--out", t / "o.parquet", "--store", t / "r"),
      "no run 'nope'"),
     ("predict out is the spectra", lambda t: _predict_onto_input(t), "also an input"),
-    ("predict out is a folder", lambda t: _cli("predict", _run_done(t).path, _h5(t), "--out", t), "is a folder"),
+    ("predict out is a folder", lambda t: _cli("predict", _run_done(t).path, _h5(t), "--out", t),
+     "is a folder|also an input"),
+    ("predict out is another folder", lambda t: ((t / "o").mkdir(), _cli("predict", _run_done(t).path, _h5(t),
+                                                                         "--out", t / "o"))[1], "is a folder"),
     ("predict parent is a file", lambda t: _cli("predict", _run_done(t).path, _h5(t), "--out",
                                                 _bad_fits(t, "f", b"x") / "o.parquet"), "not a folder"),
     ("predict spectra corrupt", lambda t: _cli("predict", _run_done(t).path, _bad_fits(t, "x.h5", b"x"),

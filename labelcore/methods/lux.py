@@ -79,7 +79,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from labelcore._numerics import der_snr_sigma
+from labelcore._numerics import check_memory, der_snr_sigma
 from labelcore.data.containers import Labels, Spectra
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
@@ -378,6 +378,11 @@ class Lux(LabelMethod):
         var = np.where(bad, 1.0, e**2)
         wf0 = np.where(bad, 0.0, 1.0 / var)
         m = y.shape[1]
+        largest = max((max(int(g) * m, m + 1) for g in self.latent_grid), default=m + 1) \
+            if self.n_latent == "cv" else int(self.n_latent)
+        check_memory(8.0 * 2 * max(f.shape[0], f.shape[1]) * largest**2,
+                     f"Lux with n_latent P = {largest} on {f.shape[0]} spectra x {f.shape[1]} pixels "
+                     "(a P x P Gram matrix per pixel and per star)")
         if self.n_latent == "cv" or self.omega == "cv":
             self.cv_results_ = self._cross_validate(f, wf0, var, yt, wl, progress)
             best = self.cv_results_["best"]

@@ -32,7 +32,7 @@ def test_parse_value():
 def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
     store = RunStore(tmp_path)
     q = JobQueue(store)
-    page = TrainPage(AppState(store=store, queue=q))
+    page = TrainPage(AppState(store=store, queue=q, data_roots=[str(tmp_path)]))
     assert page._param_widgets["n_folds"].value == 5            # SLAM's paper default
     page.method = "Lux"
     assert set(page._param_widgets) == set(Lux().get_params())
