@@ -38,7 +38,8 @@ from labelcore.prep.cuts import apply_cuts
 from labelcore.prep.ingest import parse_grid
 from labelcore.runs import RunStore, parse_config
 
-FAST = {"Lux": {"n_latent": 4, "omega": 1.0}, "SLAM": {"n_folds": 2, "C_grid": (10.0,), "gamma_grid": (0.1,)},
+FAST = {"Cannon": {"max_iter": 50},
+        "Lux": {"n_latent": 4, "omega": 1.0}, "SLAM": {"n_folds": 2, "C_grid": (10.0,), "gamma_grid": (0.1,)},
         "CNN": {"n_members": 2, "members_per_model": 2, "max_epochs": 2, "batch_size": 8, "test_fraction": 0.25}}
 WAVE = np.linspace(8420.0, 8780.0, 30)
 RNG = np.random.default_rng(0)

@@ -7,6 +7,8 @@ chosen, from the tables the core stores with the run (``model.learning_curves()`
   (C, gamma) chosen per pixel, and how many pixels chose each grid point.
 * Lux (Horta et al. 2024, section 4.2 and Appendix A): chi^2 of labels and flux after every
   training step, and the K-fold grid over (P, Omega) with the chosen point.
+* The Cannon (Ness et al. 2015): the intrinsic scatter of every pixel against wavelength,
+  and the reduced chi^2 after each training alternation.
 Under the plots: bias and scatter per label on the run's held-out stars (overall and per S/N
 bin). UI only: every number is read from the run folder. Which plots a run gets is decided
 by the tables its method declares (``curve_tables``), never by the method's name."""
@@ -95,9 +97,25 @@ def latent_plots(c: dict) -> list:
     return out
 
 
+def scatter_plots(c: dict) -> list:
+    """Per-pixel polynomial model (tables ``iterations`` and ``pixel_scatter``, e.g. The
+    Cannon, Ness et al. 2015 Fig. 3): the fitted intrinsic scatter s per pixel against
+    wavelength, and the reduced chi^2 and median s after each training alternation."""
+    pix = c["pixel_scatter"]
+    used = pix[pix["used"].astype(bool)]
+    sc = hv.Curve((used["wave"], used["scatter"]), "wavelength (Å)", "intrinsic scatter s").opts(
+        color="#2f5f8a", line_width=1, title="Intrinsic scatter s of each pixel", responsive=True,
+        height=260, show_grid=True, default_tools=TOOLS)
+    it = c["iterations"]
+    chi = hv.Curve((it["iteration"], it["chi2_reduced"]), "alternation", "reduced χ²").opts(
+        color="#d1495b", title="Reduced χ² of the training spectra after each alternation",
+        responsive=True, height=240, show_grid=True, default_tools=TOOLS, xticks=list(it["iteration"]))
+    return [sc, chi]
+
+
 #: (curve tables needed, plotter): the first whose tables a run has draws it
 PLOTTERS = [(("epochs", "members"), ensemble_plots), (("pixels", "grid"), per_pixel_plots),
-            (("chi2",), latent_plots)]
+            (("chi2",), latent_plots), (("iterations", "pixel_scatter"), scatter_plots)]
 
 
 def plots_for_curves(curves: dict) -> list:

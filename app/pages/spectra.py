@@ -206,7 +206,7 @@ class SpectraPage(pn.viewable.Viewer):
                 color="#6a4c93", line_width=1.2, title=f"{name} derivative spectrum d{self.label}/dflux",
                 ylabel=f"{label_title(self.label)} per unit flux", **opts))
         if not panels:
-            return pn.pane.Alert("No COD (SLAM) or derivative spectra (Lux) for these models.",
+            return pn.pane.Alert("No COD (SLAM) or derivative spectra (Lux, The Cannon) for these models.",
                                  alert_type="info")
         return pn.pane.HoloViews(hv.Layout(panels).cols(1), sizing_mode="stretch_width")
 

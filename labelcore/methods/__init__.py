@@ -7,7 +7,7 @@ see ``docs/architecture.md``.
 
 >>> from labelcore.methods import method_class, method_names    # doctest: +SKIP
 >>> method_names()                                               # doctest: +SKIP
-['CNN', 'SLAM', 'Lux']
+['CNN', 'SLAM', 'Lux', 'Cannon']
 >>> model = load_model("runs/.../model")                         # doctest: +SKIP
 """
 
@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "CNN": "labelcore.methods.cnn:CNN",
     "SLAM": "labelcore.methods.slam:SLAM",
     "Lux": "labelcore.methods.lux:Lux",
+    "Cannon": "labelcore.methods.cannon:Cannon",
 }
 
 __all__ = ["REGISTRY", "LabelMethod", "NotFittedError", "NotSupportedError", "Param", "Prediction",

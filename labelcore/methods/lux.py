@@ -73,8 +73,6 @@ import warnings
 from collections.abc import Sequence
 from typing import NamedTuple, Self
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
@@ -83,6 +81,9 @@ from labelcore._numerics import check_memory, der_snr_sigma
 from labelcore.data.containers import Labels, Spectra
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
+from labelcore.methods._linear import gram as _gram
+from labelcore.methods._linear import scatter_step as _scatter_step
+from labelcore.methods._linear import solve as _solve
 from labelcore.methods.base import LabelMethod, Prediction, report
 from labelcore.methods.params import Param
 from labelcore.progress import ProgressCallback
@@ -94,85 +95,6 @@ class Latents(NamedTuple):
     z: np.ndarray        # [N, P] posterior-mode latents
     weights: np.ndarray  # [N, Lambda] flux weights 1 / (sigma^2 + s^2), 0 at bad pixels
     gram: np.ndarray     # [N, P, P] precision of z (B^T W B + prior precision)
-
-
-# ---------------------------------------------------------------------------- kernels
-def _tri(p):
-    iu = np.triu_indices(p)
-    return iu
-
-
-@jax.jit
-def _pair_products(x, iu0, iu1):
-    """x [K, P] -> x_kp x_kq for p <= q, [K, P(P+1)/2] (float32)."""
-    x = x.astype(jnp.float32)
-    return x[:, iu0] * x[:, iu1]
-
-
-@jax.jit
-def _weighted_sums(w, xx, wy, x):
-    """Gram triangles ``w @ xx`` [R, T] and right-hand sides ``wy @ x`` [R, P]."""
-    return (w.astype(jnp.float32) @ xx, wy.astype(jnp.float32) @ x.astype(jnp.float32))
-
-
-def _gram(w, y, x):
-    """Weighted normal equations of every row r: G_r = sum_k w_rk x_k x_k^T,
-    b_r = sum_k w_rk y_rk x_k, for w, y [R, K] and x [K, P]. Returns float64 arrays."""
-    p = x.shape[1]
-    iu = _tri(p)
-    xx = _pair_products(jnp.asarray(x), iu[0], iu[1])
-    gt, b = _weighted_sums(jnp.asarray(w), xx, jnp.asarray(w * y), jnp.asarray(x))
-    gt = np.asarray(gt, dtype=np.float64)
-    g = np.zeros((w.shape[0], p, p))
-    g[:, iu[0], iu[1]] = gt
-    g[:, iu[1], iu[0]] = gt
-    return g, np.asarray(b, dtype=np.float64)
-
-
-def _solve(g, b, ridge, start=None):
-    """Batched solve of (G_r + ridge_r I) theta_r = b_r.
-
-    With ``start`` the solution is returned as ``start + delta`` where delta is the
-    minimum-norm correction (``delta = (G + eps I)^-1 (b - G start)``): directions the data
-    do not constrain keep their ``start`` value -- exactly what one Gauss-Newton step from
-    ``start`` gives on a linear least-squares problem (the paper's solver)."""
-    if start is not None:
-        b = b - np.einsum("rpq,rq->rp", g, start)
-    p = g.shape[-1]
-    ridge = np.broadcast_to(np.asarray(ridge, float), g.shape[:1])
-    # a tiny relative jitter keeps rank-deficient rows (e.g. all-masked) solvable
-    tr = np.trace(g, axis1=1, axis2=2) / p
-    jitter = 1e-10 * np.where(tr > 0, tr, 1.0) + 1e-12
-    gg = g + (ridge + jitter)[:, None, None] * np.eye(p)
-    try:
-        sol = np.linalg.solve(gg, b[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        sol = np.einsum("rpq,rq->rp", np.linalg.pinv(gg), b)
-    return sol if start is None else start + sol
-
-
-@jax.jit
-def _scatter_step(r2, var, mask, v_max):
-    """Per-pixel ML extra variance v = s^2: root of sum_n [1/(var+v) - r^2/(var+v)^2] over
-    unmasked n, by bisection in log v (vectorised over pixels). r2, var, mask [N, K]."""
-    m = mask.astype(jnp.float32)
-
-    def dloss(v):
-        t = var + v[None, :]
-        return jnp.sum(m * (1.0 / t - r2 / t**2), axis=0)
-
-    lo = jnp.full(r2.shape[1], -30.0)
-    hi = jnp.log(jnp.maximum(v_max, 1e-12))
-
-    def body(_, lohi):
-        lo, hi = lohi
-        mid = 0.5 * (lo + hi)
-        neg = dloss(jnp.exp(mid)) < 0  # still increasing the likelihood: go up
-        return jnp.where(neg, mid, lo), jnp.where(neg, hi, mid)
-
-    lo, hi = jax.lax.fori_loop(0, 60, body, (lo, hi))
-    v = jnp.exp(0.5 * (lo + hi))
-    return jnp.where(dloss(jnp.zeros_like(v) + 1e-30) >= 0, 0.0, v)
 
 
 # ---------------------------------------------------------------------------- model
@@ -319,10 +241,7 @@ class Lux(LabelMethod):
                    f"Lux P={P}: agenda 1, iteration {it + 1}")
         out = []
         mask = wf0 > 0
-        r2 = np.where(mask, (f - Z @ B.T) ** 2, 0.0)
-        vmax = np.maximum(np.max(r2, axis=0), 1e-12)
-        s2 = np.asarray(_scatter_step(jnp.asarray(r2, jnp.float32), jnp.asarray(np.where(mask, var, 1.0), jnp.float32),
-                                      jnp.asarray(mask), jnp.asarray(vmax, jnp.float32)), np.float64)
+        s2 = _scatter_step((f - Z @ B.T) ** 2, var, mask)
         s = np.maximum(np.sqrt(s2), np.exp(-8.0))
         wf = np.where(mask, 1.0 / (var + s**2), 0.0)
         gb, bb = _gram(wf.T, f.T, Z)

@@ -91,7 +91,7 @@ def test_spectra_tab_shows_a_runs_held_out_spectra(finished_runs, tmp_path):
     state = AppState(store=finished_runs["store"], demo_store=demo)
     tab = SpectraTab(state)
     # the demo runs are queued (not trained here) and their progress is shown meanwhile
-    assert {r.config["method"] for r in demo.runs()} == {"SLAM", "Lux"}
+    assert {r.config["method"] for r in demo.runs()} == {"SLAM", "Lux", "Cannon"}
     assert all(r.state in ("queued", "running") for r in demo.runs())
     assert DEMO not in tab._pages and len(tab._holder) == 1
     for r in demo.runs():

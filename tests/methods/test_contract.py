@@ -23,6 +23,7 @@ from labelcore.methods import (
 FAST = {
     "Lux": {"n_latent": 5, "omega": 1.0},
     "SLAM": {"n_folds": 2, "C_grid": (10.0,), "gamma_grid": (0.1,)},
+    "Cannon": {"max_iter": 50},
     "CNN": {"n_members": 3, "members_per_model": 3, "max_epochs": 3, "batch_size": 32, "patience": 2},
 }
 #: what each capability implements (see labelcore.methods.capabilities)
@@ -173,7 +174,7 @@ def test_containers_and_nan_labels(name, toy):
     m3 = cls(**FAST[name]).fit(f, y_miss, flux_err=e)
     assert np.isfinite(m3.predict(f, flux_err=e)).all()
     if hasattr(m3, "n_dropped_missing_"):
-        assert m3.n_dropped_missing_ == 12          # SLAM: stars with a missing label are dropped
+        assert m3.n_dropped_missing_ == 12          # SLAM, Cannon: stars with a missing label are dropped
 
 
 def test_nan_flux_rows_are_rejected_clearly(toy):

@@ -45,7 +45,8 @@ def test_envelope_flags_garbage_and_spares_held_out_spectra(setup, n_train, n_te
         assert (s > 1).mean() > 0.95, (setup, name, (s > 1).mean())
 
 
-FAST = {"Lux": {"n_latent": 8, "omega": 1.0}, "SLAM": {"n_folds": 2, "C_grid": (10.0,), "gamma_grid": (0.01,)},
+FAST = {"Cannon": {},
+        "Lux": {"n_latent": 8, "omega": 1.0}, "SLAM": {"n_folds": 2, "C_grid": (10.0,), "gamma_grid": (0.01,)},
         "CNN": {"n_members": 2, "members_per_model": 2, "max_epochs": 4, "batch_size": 32}}
 
 
