@@ -7,6 +7,7 @@ Kept dependency-free (numpy only) and below both layers so that the synthetic su
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -78,6 +79,17 @@ def der_snr_sigma(flux, bad):
     d = np.abs(2 * f[:, 2:-2] - f[:, :-4] - f[:, 4:])
     sig = 1.482602 / np.sqrt(6.0) * np.nanmedian(d, axis=1)
     return np.where(np.isfinite(sig) & (sig > 0), sig, np.nanstd(f, axis=1))
+
+
+def median_snr(flux, sigma, bad) -> np.ndarray:
+    """Per-star S/N: median good flux over median good uncertainty (``sigma`` [N, P] or
+    None for the DER_SNR estimate from the spectrum itself); NaN for an empty spectrum."""
+    bad = np.asarray(bad, bool)
+    if sigma is None:
+        sigma = np.broadcast_to(der_snr_sigma(flux, bad)[:, None], np.shape(flux))
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # all-bad rows: NaN, said in the doc
+        return np.nanmedian(np.where(bad, np.nan, flux), axis=1) / np.nanmedian(np.where(bad, np.nan, sigma), axis=1)
 
 
 def available_memory() -> int:

@@ -3,7 +3,9 @@ spectra file, written as a label catalogue (Parquet) in bounded memory.
 
 The catalogue has one row per spectrum: ``obs_id``, the file's per-spectrum metadata (S/N,
 RV, ``source_id``, ...), and per label ``<name>``, ``<name>_err`` (the method's 1-sigma
-error: ensemble spread for the CNN, formal errors for SLAM and Lux) and ``<name>_flag``
+formal error: ensemble spread for the CNN, formal errors for SLAM, Lux and The Cannon),
+``<name>_err_total`` (the calibrated total error, for a model with ``error_model_``, see
+:mod:`labelcore.methods.calibration`) and ``<name>_flag``
 (1 outside the training label range, :meth:`boundary_flags`). A method with per-star fit
 quality (capability ``fit_quality``) adds its columns from ``predict_details`` (e.g.
 ``chi2_reduced``; SLAM also ``converged``, ``n_iter``, ``rmse``).
@@ -64,6 +66,7 @@ def predict_chunk(model, spectra_path, start: int, stop: int, photometry=None) -
     n = flux.shape[0]
     y = np.full((n, len(names)), np.nan)
     e = np.full_like(y, np.nan)
+    et = np.full_like(y, np.nan) if getattr(model, "error_model_", None) is not None else None
     out = {"obs_id": np.asarray(s.ids).astype(str)}
     for c in s.meta.columns:
         out[c] = s.meta[c].to_numpy()
@@ -82,11 +85,15 @@ def predict_chunk(model, spectra_path, start: int, stop: int, photometry=None) -
         kw = {} if phot is None else {"photometry": phot[ok]}
         d = model.predict_details(fl, flux_err=er, **kw)
         y[ok], e[ok] = d.labels, d.errors
+        if et is not None:
+            et[ok] = d.total_errors
         extra = {k: np.asarray(v) for k, v in d.quality.items()}
     flags = model.boundary_flags(y)
     for j, nm in enumerate(names):
         out[nm] = y[:, j]
         out[f"{nm}_err"] = e[:, j]
+        if et is not None:
+            out[f"{nm}_err_total"] = et[:, j]
         out[f"{nm}_flag"] = np.where(np.isfinite(y[:, j]), flags[:, j], 1).astype(np.int8)
     for k, v in extra.items():
         full = np.zeros(n, bool) if v.dtype == bool else np.full(n, np.nan)

@@ -11,24 +11,36 @@ from scipy.optimize import curve_fit
 from labelcore.constants import SNR_BINS
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
+from labelcore.methods.calibration import zscore_spread
 
 
-def bias_scatter(pred, truth, names, snr=None, bins=SNR_BINS) -> pd.DataFrame:
+def bias_scatter(pred, truth, names, snr=None, bins=SNR_BINS, errors=None, total_errors=None) -> pd.DataFrame:
     """Bias (mean residual) and scatter (std) per label, overall (``snr_lo = nan``) and per
-    S/N bin when ``snr`` is given (SLAM eqs. 9-10; NaN truths are skipped)."""
+    S/N bin when ``snr`` is given (SLAM eqs. 9-10; NaN truths are skipped). With
+    ``errors`` (formal) and/or ``total_errors`` (calibrated) [N, M]: also ``z_formal`` /
+    ``z_total``, the z-spread of (pred - truth) / sigma
+    (:func:`labelcore.methods.calibration.zscore_spread`; 1 when the errors are right)."""
     pred = np.asarray(pred, float)
     truth = np.asarray(truth, float)
     if pred.shape != truth.shape or pred.ndim != 2 or pred.shape[1] != len(names):
         raise ValidationError(f"pred {pred.shape} and truth {truth.shape} must be [N, {len(names)}]")
+    sig = {k: np.asarray(v, float) for k, v in (("z_formal", errors), ("z_total", total_errors)) if v is not None}
+    for k, v in sig.items():
+        if v.shape != pred.shape:
+            raise ValidationError(f"{k[2:]} errors {v.shape} must match the predictions {pred.shape}")
     rows = []
 
     def add(sel, lo, hi):
         for j, n in enumerate(names):
             r = pred[sel, j] - truth[sel, j]
-            r = r[np.isfinite(r)]
-            rows.append({"label": n, "snr_lo": lo, "snr_hi": hi, "n": r.size,
-                         "bias": r.mean() if r.size else np.nan,
-                         "scatter": r.std(ddof=1) if r.size > 1 else np.nan})
+            ok = np.isfinite(r)
+            row = {"label": n, "snr_lo": lo, "snr_hi": hi, "n": int(ok.sum()),
+                   "bias": r[ok].mean() if ok.any() else np.nan,
+                   "scatter": r[ok].std(ddof=1) if ok.sum() > 1 else np.nan}
+            for k, v in sig.items():
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    row[k] = zscore_spread(r[ok] / v[sel, j][ok])
+            rows.append(row)
 
     add(np.ones(len(pred), bool), np.nan, np.nan)
     if snr is not None:
@@ -83,11 +95,12 @@ def error_from_snr(snr, model: dict):
 def metrics_table(metrics: dict) -> pd.DataFrame:
     """A run's held-out bias/scatter records (``metrics.json``'s ``bias_scatter``) as a
     table: one row per label and S/N bin with at least one star (label, S/N, n, bias,
-    scatter)."""
+    scatter, and the z-spreads ``z_formal``/``z_total`` when the run has them)."""
     df = pd.DataFrame(metrics["bias_scatter"])
     df["S/N"] = snr_bin_labels(df.snr_lo, df.snr_hi)
     df = df[df["n"] > 0]
-    return df[["label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
+    cols = ["label", "S/N", "n", "bias", "scatter"] + [c for c in ("z_formal", "z_total") if c in df]
+    return df[cols].reset_index(drop=True)
 
 
 def spectrum_fits(model, flux, flux_err=None) -> dict[str, np.ndarray]:

@@ -83,17 +83,21 @@ class ComparePage(RunListViewer):
             p = r.predictions()
             names = r.metrics()["label_names"]
             snr = p["snr"].to_numpy(float)
+            errs = {k: p[[f"{n}{suffix}" for n in names]].to_numpy()
+                    for k, suffix in (("errors", "_pred_err"), ("total_errors", "_pred_err_total"))
+                    if all(f"{n}{suffix}" in p for n in names)}
             bs = bias_scatter(p[[f"{n}_pred" for n in names]].to_numpy(), p[names].to_numpy(), names,
-                              snr=snr if np.isfinite(snr).any() else None, bins=SNR_BINS)
+                              snr=snr if np.isfinite(snr).any() else None, bins=SNR_BINS, **errs)
             bs.insert(0, "run", r.config.get("name"))
             bs.insert(1, "method", r.config["method"])
             rows.append(bs)
+        cols = ["run", "method", "label", "S/N", "n", "bias", "scatter"]
         if not rows:
-            return pd.DataFrame(columns=["run", "method", "label", "S/N", "n", "bias", "scatter"])
+            return pd.DataFrame(columns=cols)
         df = pd.concat(rows, ignore_index=True)
         df["S/N"] = snr_bin_labels(df.snr_lo, df.snr_hi)
         df = df[df["n"] > 0]
-        return df[["run", "method", "label", "S/N", "n", "bias", "scatter"]].reset_index(drop=True)
+        return df[cols + [c for c in ("z_formal", "z_total") if c in df]].reset_index(drop=True)
 
     # ------------------------------------------------------------------ plots
     @param.depends("runs", "label")
@@ -130,23 +134,28 @@ class ComparePage(RunListViewer):
                          sizing_mode="stretch_width")
 
     def wide_table(self) -> pd.DataFrame:
-        """The current label's statistics with one row per S/N bin and a scatter and a bias
-        column per run (what the page shows)."""
+        """The current label's statistics with one row per S/N bin and a scatter, a bias and
+        (for runs that have them) z-spread columns per run -- ``z_formal`` of the method's
+        formal errors, ``z_total`` of the calibrated total errors; 1 = errors that match the
+        scatter (what the page shows)."""
         df = self.stats()
         if self.label is None or df.empty:
             return pd.DataFrame()
         df = df[df["label"] == self.label]
         order = list(dict.fromkeys(df["S/N"]))
-        w = df.pivot_table(index="S/N", columns="run", values=["scatter", "bias"], aggfunc="first")
+        values = ["scatter", "bias"] + [c for c in ("z_formal", "z_total") if c in df and df[c].notna().any()]
+        w = df.pivot_table(index="S/N", columns="run", values=values, aggfunc="first", dropna=False)
         w.columns = [f"{stat} · {run}" for stat, run in w.columns]
-        w = w[sorted(w.columns, key=lambda c: (not c.startswith("scatter"), c))]
+        w = w[sorted(w.columns, key=lambda c: (values.index(c.split(" · ")[0]), c))]
         n = df.groupby("S/N")["n"].max().rename("stars")
         return pd.concat([n, w], axis=1).loc[order].reset_index()
 
     @param.depends("runs", "label")
     def table(self):
         df = self.wide_table()
-        fmt = {c: {"type": "money", "precision": 4} for c in df.columns if "·" in c}
+        digits = 0 if self.label == "teff" else 3          # whole K, dex to 3 decimals
+        fmt = {c: {"type": "money", "precision": 2 if c.startswith("z_") else digits}
+               for c in df.columns if "·" in c}
         return safe_table(df, show_index=False, height=260, sizing_mode="stretch_width", formatters=fmt)
 
     def controls(self):
@@ -157,7 +166,10 @@ class ComparePage(RunListViewer):
     def __panel__(self):
         return pn.Row(self.controls(),
                       pn.Column(self.plots,
-                                pn.pane.Markdown("**Scatter and bias** of the chosen label, overall and per S/N bin"),
+                                pn.pane.Markdown("**Scatter and bias** of the chosen label, overall and per S/N bin; "
+                                                 "**z** = spread of (predicted − reference) / error "
+                                                 "(1 = honest error bars; *formal*: the method's own, "
+                                                 "*total*: calibrated)"),
                                 self.table,
                                 sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")

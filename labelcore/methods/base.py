@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,13 @@ from typing import ClassVar
 import numpy as np
 
 from labelcore import __version__
-from labelcore._numerics import as_real
+from labelcore._numerics import as_real, median_snr
 from labelcore.data.containers import Labels, Spectra, check_wavelength_grid
 from labelcore.data.io import atomic_dir, recover_artifact
 from labelcore.errors import FormatError, LabelcoreError, ValidationError
 from labelcore.methods import capabilities as caps
+from labelcore.methods.calibration import PREFIX as ERR_PREFIX
+from labelcore.methods.calibration import ErrorModel
 from labelcore.methods.ood import SpectrumEnvelope
 from labelcore.methods.params import Param, validate_params
 from labelcore.progress import report  # noqa: F401  (the methods' progress helper)
@@ -57,11 +60,15 @@ class Prediction:
         Per-star fit quality the method offers (capability ``fit_quality``): e.g.
         ``chi2`` (reduced chi^2 of the spectrum against the model) and ``converged``;
         empty for a method without one.
+    total_errors : ndarray [N, M] or None
+        Calibrated total 1-sigma errors (:mod:`labelcore.methods.calibration`) when the
+        model was calibrated (:meth:`LabelMethod.calibrate_errors`), else None.
     """
 
     labels: np.ndarray
     errors: np.ndarray
     quality: dict[str, np.ndarray] = field(default_factory=dict)
+    total_errors: np.ndarray | None = None
 
 
 class LabelMethod:
@@ -135,7 +142,74 @@ class LabelMethod:
         score = env.score(f, e, bad) if env is not None else np.where(absurd, np.inf, np.nan)
         quality["ood_score"] = score
         quality["ood"] = (score > 1.0) | absurd | ~np.isfinite(y).all(axis=1) | ~np.isfinite(err).all(axis=1)
-        return Prediction(y, err, quality)
+        total = None
+        em = getattr(self, "error_model_", None)
+        if em is not None:
+            total = em.total(err, median_snr(f, e, bad))
+        return Prediction(y, err, quality, total)
+
+    # ------------------------------------------------------------- calibrated errors
+    def _refit_params(self) -> dict:
+        """Hyper-parameters of the K-fold refits of :meth:`calibrate_errors`: the fitted
+        model's own choices fixed where the method chose them by cross-validation
+        (override), so each refit costs one training, not another search."""
+        return self.get_params()
+
+    def calibrate_errors(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
+                         n_folds: int = 3, progress=None):
+        """Fit the calibrated total-error model (:mod:`labelcore.methods.calibration`) from
+        ``n_folds``-fold out-of-fold predictions of these stars (normally the training
+        set): a copy of the model with :meth:`_refit_params` is trained on K-1 folds and
+        predicts the K-th. Stars with missing labels count for the labels they have.
+        Sets ``error_model_`` (saved with the model) and returns it; from then on
+        :meth:`predict_details` also returns ``total_errors``.
+
+        Parameters
+        ----------
+        flux, labels, flux_err, label_err, photometry
+            As in ``fit`` (photometry when the model uses it).
+        n_folds : int
+            K of the K-fold (>= 2).
+        progress : callable, optional
+            ``progress(fraction, message)``.
+
+        Returns
+        -------
+        ErrorModel
+        """
+        self._check_fitted()
+        if int(n_folds) < 2:
+            raise ValidationError(f"n_folds must be >= 2; got {n_folds!r}")
+        k = int(n_folds)
+        f, e, bad = self._flux_arrays(flux, flux_err, n_pixels=self.n_pixels_)
+        y, ye, _ = self._label_arrays(labels, label_err, self.label_names_, n=f.shape[0])
+        n = f.shape[0]
+        if n < 5 * k:
+            raise ValidationError(f"{n} stars are too few to calibrate errors by {k}-fold refits (need {5 * k})")
+        phot = None if photometry is None or not self.uses_photometry else np.asarray(photometry, float)
+        fold = np.random.default_rng(int(getattr(self, "random_state", 0) or 0) + 7).permutation(np.arange(n) % k)
+        pred, formal = np.full(y.shape, np.nan), np.full(y.shape, np.nan)
+        fnan = np.where(bad, np.nan, f)
+        params = self._refit_params()
+        for i in range(k):
+            tr, te = fold != i, fold == i
+            sub = type(self)(**params)
+            step = None if progress is None else \
+                (lambda fr, msg, i=i: progress((i + fr) / k, f"error calibration, fold {i + 1}/{k}: {msg}"))
+            sub._fit_quietly(fnan[tr], y[tr], flux_err=None if e is None else e[tr],
+                             label_err=None if ye is None else ye[tr],
+                             photometry=None if phot is None else phot[tr], progress=step)
+            pred[te], formal[te] = sub.predict(fnan[te], flux_err=None if e is None else e[te],
+                                               photometry=None if phot is None else phot[te], return_std=True)
+        self.error_model_ = ErrorModel.fit(pred - y, formal, median_snr(f, e, bad), ye)
+        report(progress, 1.0, "errors calibrated")
+        return self.error_model_
+
+    def _fit_quietly(self, flux, labels, **kw):
+        """``fit`` without the warnings a user already saw for the full training set."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return self.fit(flux, labels, **kw)
 
     def _predict_details(self, flux, *, flux_err=None, photometry=None) -> Prediction:
         """What :meth:`predict_details` asks of the method for sane spectra: labels, errors
@@ -335,8 +409,10 @@ class LabelMethod:
                    "label_names": list(self.label_names_), "state": meta}
             (tmp / "params.json").write_text(json.dumps(doc, indent=2, default=_json_default))
             env = getattr(self, "envelope_", None)
+            em = getattr(self, "error_model_", None)
             np.savez(tmp / "arrays.npz", label_min=self.label_min_, label_max=self.label_max_,
-                     **arrays, **(env.to_arrays() if env is not None else {}))
+                     **arrays, **(env.to_arrays() if env is not None else {}),
+                     **(em.to_arrays() if em is not None else {}))
             self._save_extra(tmp)
         return path
 
@@ -367,7 +443,10 @@ class LabelMethod:
             obj.label_min_ = arrays.pop("label_min")
             obj.label_max_ = arrays.pop("label_max")
             obj.envelope_ = SpectrumEnvelope.from_arrays(arrays)
-            arrays = {k: v for k, v in arrays.items() if not k.startswith("ood_")}
+            em = ErrorModel.from_arrays(arrays)
+            if em is not None:
+                obj.error_model_ = em
+            arrays = {k: v for k, v in arrays.items() if not k.startswith(("ood_", ERR_PREFIX))}
             obj._set_state(doc["state"], arrays)
             obj._load_extra(path)
         except ValidationError:

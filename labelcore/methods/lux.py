@@ -322,6 +322,10 @@ class Lux(LabelMethod):
         report(progress, 1.0, "Lux fitted")
         return self
 
+    def _refit_params(self) -> dict:
+        """The error calibration's refits use the (P, Omega) this fit chose: no second CV."""
+        return {**self.get_params(), "n_latent": int(self.n_latent_), "omega": float(self.omega_)}
+
     def _cross_validate(self, f, wf0, var, yt, wl, progress):
         n, m = yt.shape
         k = int(self.n_folds)

@@ -54,7 +54,7 @@ import warnings
 
 import numpy as np
 
-from labelcore._numerics import der_snr_sigma
+from labelcore._numerics import der_snr_sigma, median_snr
 
 
 class SpectrumEnvelope:
@@ -115,7 +115,7 @@ class SpectrumEnvelope:
         line_tr = self._line_signal(f, ff, (ff - self.mu_ - z_in @ self.V_.T) ** 2, sig, bad)
         low = float(np.quantile(line_tr, 1.0 - self.quantile))
         self.thr_line_ = min(1.0, low) if low > 0 else -np.inf
-        snr = self._snr(f, sig, bad)
+        snr = median_snr(f, sig, bad)
         self.min_snr_ = float(0.5 * np.quantile(snr[np.isfinite(snr)], 0.005)) if np.isfinite(snr).any() else 0.0
         return self
 
@@ -125,11 +125,6 @@ class SpectrumEnvelope:
         if err is not None:
             return np.where(bad, np.inf, np.asarray(err, float))
         return np.broadcast_to(der_snr_sigma(f, bad)[:, None], f.shape).copy()
-
-    @staticmethod
-    def _snr(f, sig, bad):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.nanmedian(np.where(bad, np.nan, f), axis=1) / np.nanmedian(np.where(bad, np.nan, sig), axis=1)
 
     def _line_signal(self, f, ff, resid_sq, sig, bad):
         """How much better the spectrum is described by the training spectra's model than
@@ -167,7 +162,7 @@ class SpectrumEnvelope:
         if np.isfinite(self.thr_line_):   # no significant lines: > 1 below the threshold
             line = self._line_signal(f, ff, resid_sq, sig, bad)
             out = np.maximum(out, 1.0 + (self.thr_line_ - line) / (abs(self.thr_line_) + 1.0))
-        snr = self._snr(f, sig, bad)
+        snr = median_snr(f, sig, bad)
         low = ~(snr >= self.min_snr_)
         out = np.where(low, np.maximum(out, 1.0 + 1e-9 + np.where(np.isfinite(snr), 0.0, 1.0)), out)
         return np.where(absurd | ~np.isfinite(out), np.inf, out)

@@ -83,6 +83,10 @@ class TrainConfig:
     cods : bool
         Also compute the coefficients of dependence on the training set (methods with
         capability ``cods``), kept in the run as ``cods.npz``.
+    calibration_folds : int
+        K of the K-fold refits that calibrate the total errors
+        (:meth:`~labelcore.methods.LabelMethod.calibrate_errors`; default 3); 0 = formal
+        errors only.
     """
 
     method: str
@@ -90,6 +94,7 @@ class TrainConfig:
     data: dict = field(default_factory=dict)
     name: str = ""
     cods: bool = False
+    calibration_folds: int = 3
     task: str = "train"
 
     def __post_init__(self):
@@ -109,6 +114,9 @@ class TrainConfig:
             raise ValidationError(f"config 'cods' must be true or false; got {self.cods!r}")
         if self.cods and not cls.supports(caps.CODS):
             raise ValidationError(f"{self.method} has no coefficients of dependence (cods)")
+        k = self.calibration_folds
+        if isinstance(k, bool) or not isinstance(k, int) or not (k == 0 or 2 <= k <= 10):
+            raise ValidationError(f"config 'calibration_folds' must be 0 (off) or an integer 2-10; got {k!r}")
         name = self.name
         if not isinstance(name, str):
             raise ValidationError(f"config 'name' must be text; got {name!r}")
@@ -191,7 +199,7 @@ def parse_config(doc) -> RunConfig:
 def build_config(method: str | None = None, params: dict | None = None, *, setup: str | None = None,
                  n_train: int | None = None, n_test: int | None = None, labels=None, snr=None,
                  training_set=None, test_fraction: float = 0.2, seed: int = 0, photometry: bool | None = None,
-                 name: str = "", cods: bool = False) -> TrainConfig:
+                 name: str = "", cods: bool = False, calibration_folds: int = 3) -> TrainConfig:
     """The one builder of training-run configurations (CLI, app and notebooks).
 
     Give ``training_set`` (a saved training-set folder) or the synthetic set-up
@@ -213,4 +221,5 @@ def build_config(method: str | None = None, params: dict | None = None, *, setup
         if snr is not None:
             data["snr"] = list(snr)
     data["photometry"] = bool(photometry)
-    return TrainConfig(method=method, params=dict(params or {}), data=data, name=name, cods=cods)
+    return TrainConfig(method=method, params=dict(params or {}), data=data, name=name, cods=cods,
+                       calibration_folds=calibration_folds)

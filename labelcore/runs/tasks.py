@@ -138,21 +138,32 @@ def _execute(run: Run, min_interval: float) -> Run:
         cls = method_class(cfg["method"])
         model = cls(**cls.validate_params(cfg["params"]))
         live["model"] = model
+        k = int(cfg.get("calibration_folds", 0) or 0)
+        share = 1.0 if not k else 0.6       # of the progress bar: the fit, then the K refits
         model.fit(tr["flux"], tr["labels"], flux_err=tr["flux_err"], label_err=tr["label_err"],
                   photometry=tr["photometry"] if phot else None, label_names=names, wave=data["wave"],
-                  progress=progress)
+                  progress=lambda fr, msg: progress(share * fr, msg))
         fit_seconds = time.perf_counter() - t0
+        live.pop("model")
+        if k:
+            run._set_status(message=f"calibrating the errors ({k}-fold refits)")
+            model.calibrate_errors(tr["flux"], tr["labels"], flux_err=tr["flux_err"], label_err=tr["label_err"],
+                                   photometry=tr["photometry"] if phot else None, n_folds=k,
+                                   progress=lambda fr, msg: progress(share + (1 - share) * fr, msg))
         progress(1.0, "saving the model")
         model.save(run.path / "model")
         run._set_status(fraction=0.92, message="predicting the held-out stars")
-        y, y_err = model.predict(te["flux"], flux_err=te["flux_err"],
-                                 photometry=te["photometry"] if phot else None, return_std=True)
+        det = model.predict_details(te["flux"], flux_err=te["flux_err"],
+                                    photometry=te["photometry"] if phot else None)
+        y, y_err, y_tot = det.labels, det.errors, det.total_errors
         flags = model.boundary_flags(y)
         pred = {"id": te["ids"], "snr": te["snr"]}
         for j, n in enumerate(names):
             pred[n] = te["truth"][:, j]
             pred[f"{n}_pred"] = y[:, j]
             pred[f"{n}_pred_err"] = y_err[:, j]
+            if y_tot is not None:
+                pred[f"{n}_pred_err_total"] = y_tot[:, j]
             pred[f"{n}_flag"] = flags[:, j]
         with atomic_path(run.path / "predictions.parquet", ".parquet") as tmp:
             pd.DataFrame(pred).to_parquet(tmp, index=False)
@@ -177,13 +188,14 @@ def _execute(run: Run, min_interval: float) -> Run:
                 np.savez(tmp, **cods)
         shutil.rmtree(run.path / "curves_live", ignore_errors=True)
         snr = te["snr"] if np.isfinite(te["snr"]).any() else None
-        bs = bias_scatter(y, te["truth"], names, snr=snr)
+        bs = bias_scatter(y, te["truth"], names, snr=snr, errors=y_err, total_errors=y_tot)
         metrics = {"method": cfg["method"], "n_train": int(len(tr["flux"])), "n_test": int(len(te["flux"])),
                    "label_names": names, "fit_seconds": fit_seconds,
                    "seconds": time.perf_counter() - t0,
                    "truth": data["truth_kind"],
                    "bias_scatter": bs.replace({np.nan: None}).to_dict("records"),
-                   "boundary_flag_fraction": float(flags.mean())}
+                   "boundary_flag_fraction": float(flags.mean()),
+                   "error_model": model.error_model_.table(names) if y_tot is not None else None}
         _write_json(run.path / "metrics.json", metrics)
         run._set_status(state="done", fraction=1.0, finished=_now(), seconds=metrics["seconds"],
                         message=f"done in {metrics['seconds']:.1f} s")

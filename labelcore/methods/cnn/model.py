@@ -123,6 +123,12 @@ class CNN(LabelMethod):
         """True when the model was fitted with photometry (it then needs it to predict)."""
         return bool(getattr(self, "n_phot_", 0))
 
+    def _refit_params(self) -> dict:
+        """The error calibration's refits train at most 10 members each (the spread of a
+        smaller ensemble's mean is larger: the calibrated errors err on the large side)."""
+        k = min(int(self.n_members), 10)
+        return {**self.get_params(), "n_members": k, "members_per_model": min(int(self.members_per_model), k)}
+
     def learning_curves(self) -> dict:
         """Guiglion 2020 Fig. 5 as tables: ``epochs`` (member, epoch, train_loss,
         test_loss, test_mae, kept) and ``members`` (member, stop_epoch, final_test_loss,

@@ -461,6 +461,14 @@ class SLAM(LabelMethod):
         report(progress, 1.0, "SLAM fitted")
         return self
 
+    def _refit_params(self) -> dict:
+        """The error calibration's refits use one (C, gamma): the geometric median of the
+        per-pixel C and the gamma most pixels chose (a simpler model than the per-pixel
+        choice, so the calibrated errors err on the large side)."""
+        gi = np.bincount(self.gamma_index_, minlength=len(self.gammas_)).argmax()
+        return {**self.get_params(), "C_grid": (float(np.exp(np.median(np.log(self.C_)))),),
+                "gamma_grid": (float(self.gammas_[gi]),)}
+
     def _clean(self, f, bad, y, progress):
         """Section 4.2: leave-1/10-out predictions with mid-grid hyper-parameters
         (C = 10, gamma = 0.01 -- the paper does not say which it used); drop stars whose

@@ -1,0 +1,82 @@
+"""Calibrated total errors on sets whose noise is known."""
+
+import numpy as np
+import pytest
+
+from labelcore.errors import ValidationError
+from labelcore.evaluate import bias_scatter
+from labelcore.methods import Cannon, load_model
+from labelcore.methods.calibration import ErrorModel, zscore_spread
+from labelcore.methods.cannon import exponents, vectorise
+
+
+def test_zscore_spread_is_one_for_unit_gaussians_and_ignores_a_few_outliers():
+    z = np.random.default_rng(0).normal(size=20000)
+    assert abs(zscore_spread(z) - 1) < 0.02
+    assert abs(zscore_spread(2 * z) - 2) < 0.04
+    z[:200] = 1e3                                        # 1 % catastrophic
+    assert abs(zscore_spread(z) - 1) < 0.05
+    assert np.isnan(zscore_spread([1.0, np.nan]))
+
+
+def test_error_model_recovers_a_known_error_law_despite_label_noise():
+    rng = np.random.default_rng(1)
+    n = 6000
+    snr = np.exp(rng.uniform(np.log(10), np.log(200), n))
+    formal = 0.5 / snr[:, None] * np.array([[1.0, 3.0]])       # what a method claims
+    true_sig = np.sqrt((2.0 * formal) ** 2 + np.array([0.02, 0.0]) ** 2 + (np.array([0.0, 1.0]) / snr[:, None]) ** 2)
+    label_err = np.full((n, 2), 0.01)                           # the training labels' own noise
+    resid = rng.normal(size=(n, 2)) * true_sig + rng.normal(size=(n, 2)) * label_err
+    em = ErrorModel.fit(resid, formal, snr, label_err)
+    tot = em.total(formal, snr)
+    # the law itself, not the label noise, is recovered: within 5 % at every S/N
+    np.testing.assert_allclose(tot, true_sig, rtol=0.08)
+    again = ErrorModel.from_arrays(em.to_arrays())
+    np.testing.assert_allclose(again.total(formal, snr), tot)
+    with pytest.raises(ValidationError, match="too few"):
+        ErrorModel.fit(resid[:5], formal[:5], snr[:5])
+
+
+def _known_noise_set(n, seed, underestimate=2.0):
+    """Spectra of a quadratic model whose reported flux errors are ``underestimate`` times
+    too small, at S/N 20-200: formal errors are too small by about that factor."""
+    rng = np.random.default_rng(seed)
+    y = np.column_stack([rng.uniform(4000, 6000, n), rng.uniform(1, 5, n), rng.normal(-0.3, 0.3, n)])
+    c, s = np.array([5000.0, 3.0, -0.3]), np.array([1900.0, 3.8, 1.2])
+    th = np.random.default_rng(99).normal(0, 0.05, (250, 10))
+    th[:, 0] = 1.0
+    snr = np.exp(rng.uniform(np.log(20), np.log(200), n))
+    sig_true = (1.0 / snr)[:, None] * np.ones((1, 250))
+    f = vectorise((y - c) / s, exponents(3, 2)) @ th.T + rng.normal(size=(n, 250)) * sig_true
+    return y, f, sig_true / underestimate, snr
+
+
+def test_calibrated_errors_are_honest_per_label_and_snr_bin(tmp_path):
+    y, f, e, snr = _known_noise_set(4000, 3)
+    tr, te = slice(0, 2500), slice(2500, None)
+    m = Cannon().fit(f[tr], y[tr], flux_err=e[tr], label_names=["teff", "logg", "m_h"])
+    m.calibrate_errors(f[tr], y[tr], flux_err=e[tr])
+    d = m.predict_details(f[te], flux_err=e[te])
+    bs = bias_scatter(d.labels, y[te], ["teff", "logg", "m_h"], snr=snr[te], bins=(0, 40, 80, 1e9),
+                      errors=d.errors, total_errors=d.total_errors)
+    # the formal errors believe the wrong noise (and the intrinsic scatter absorbs part of it:
+    # too small at low S/N, too large at high S/N)
+    assert (bs.loc[bs.snr_lo == 0, "z_formal"] > 1.4).all() and (bs.loc[bs.snr_lo == 80, "z_formal"] < 0.7).all()
+    assert bs["z_total"].between(0.85, 1.17).all(), bs[["label", "snr_lo", "z_total"]]
+    # saved and loaded with the model; the catalogue columns follow from predict_details
+    m.save(tmp_path / "m")
+    again = load_model(tmp_path / "m").predict_details(f[te][:20], flux_err=e[te][:20])
+    np.testing.assert_allclose(again.total_errors, d.total_errors[:20], rtol=1e-10)
+    assert Cannon().fit(f[tr], y[tr], flux_err=e[tr]).predict_details(f[te][:3], flux_err=e[te][:3]).total_errors \
+        is None                                             # not calibrated: formal errors only
+
+
+def test_calibration_refuses_bad_requests():
+    y, f, e, snr = _known_noise_set(60, 4)
+    m = Cannon().fit(f, y, flux_err=e)
+    with pytest.raises(ValidationError, match="n_folds"):
+        m.calibrate_errors(f, y, flux_err=e, n_folds=1)
+    with pytest.raises(ValidationError, match="too few"):
+        m.calibrate_errors(f[:20], y[:20], flux_err=e[:20], n_folds=5)
+    with pytest.raises(ValidationError, match="not fitted"):
+        Cannon().calibrate_errors(f, y)
