@@ -79,7 +79,8 @@ def test_ensemble_cut_mean_and_spread(fitted, small):
 def test_shared_input_prediction_graph_matches_training_graph(fitted, small):
     """Prediction feeds one spectrum to all members through a rewired first layer; it must
     give what the trained (per-member input) graph gives for the same spectrum."""
-    X = np.where(np.isfinite(small.flux[300:]), small.flux[300:], 1.0).astype(np.float32)
+    f = small.flux[300:]
+    X = np.where(np.isfinite(f), (1.0 - f) / fitted.flux_scale_, 0.0).astype(np.float32)   # the documented input
     P = ((small.photometry[300:] - fitted.phot_mean_) / fitted.phot_std_).astype(np.float32)
     net = fitted.models_[0]
     E = net.output.shape[1]
