@@ -131,9 +131,9 @@ class CNN(LabelMethod):
         return bool(getattr(self, "n_phot_", 0))
 
     def _refit_params(self) -> dict:
-        """The error calibration's refits train at most 10 members each (the spread of a
+        """The error calibration's refits train at most 5 members each (the scatter of a
         smaller ensemble's mean is larger: the calibrated errors err on the large side)."""
-        k = min(int(self.n_members), 10)
+        k = min(int(self.n_members), 5)
         return {**self.get_params(), "n_members": k, "members_per_model": min(int(self.members_per_model), k)}
 
     def learning_curves(self) -> dict:

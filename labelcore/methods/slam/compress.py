@@ -4,6 +4,7 @@ and low-rank coefficient factors, exact to a set RMS fraction of each pixel's mo
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 
 def compress_coefficients(W, F, scale, tol):
@@ -14,7 +15,16 @@ def compress_coefficients(W, F, scale, tol):
     singular vectors B_r of F / scale until the RMS of the dropped part is below ``tol``:
     W ~ (W D B_r)(B_r^T D^-1), D = diag(1/scale). Returns (W,) when that is not cheaper."""
     m, J = W.shape
-    _, sv, bt = np.linalg.svd(F / scale, full_matrices=False)
+    G = F / scale
+    if not np.isfinite(G).all():
+        return (W,)
+    try:
+        _, sv, bt = np.linalg.svd(G, full_matrices=False)
+    except np.linalg.LinAlgError:         # LAPACK's divide-and-conquer can fail to converge:
+        try:                              # the slower QR-iteration SVD, else no compression
+            _, sv, bt = scipy.linalg.svd(G, full_matrices=False, lapack_driver="gesvd")
+        except (np.linalg.LinAlgError, ValueError):
+            return (W,)
     tail = np.sqrt(np.cumsum((sv**2)[::-1])[::-1] / F.size)
     r = int(np.argmax(tail < tol)) if np.any(tail < tol) else sv.size
     r = max(r, 1)
