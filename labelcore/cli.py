@@ -128,7 +128,7 @@ def cmd_train(a) -> int:
         cfg = build_config(a.method, params, setup=a.setup, n_train=a.n_train, n_test=a.n_test,
                            labels=a.labels.split(",") if a.labels else None, training_set=a.training_set,
                            test_fraction=a.test_fraction, seed=a.seed, photometry=a.photometry, name=a.name,
-                           cods=a.cods)
+                           cods=a.cods, calibration_folds=a.calibration_folds)
     store = _store(a)
     if a.background:
         run = JobQueue(store).submit_now(cfg)
@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", default="")
     t.add_argument("--cods", action="store_true", help="also compute coefficients of dependence (SLAM)")
+    t.add_argument("--calibration-folds", type=int, default=3, metavar="K",
+                   help="K-fold refits that calibrate the total errors (default 3; 0 = formal errors only)")
     t.add_argument("--store", help="run store folder (default: <data dir>/runs)")
     t.add_argument("--background", action="store_true", help="start as a subprocess and return")
     t.add_argument("--verbose", action="store_true", help="log every progress message")

@@ -84,6 +84,30 @@ def test_slam_and_cnn_curves_tables(finished_runs):
     assert (model.n_latent_, model.omega_) == (best["n_latent"], best["omega"])
 
 
+def test_cannon_run_calibrates_its_errors_and_reports_z_spreads(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create({"method": "Cannon", "data": synth(n_train=600, n_test=400)})
+    execute(run)
+    assert run.status()["state"] == "done", run.status()
+    pred = run.predictions()
+    model = run.model()
+    assert model.error_model_ is not None                        # saved with the model
+    tot = pred[[f"{n}_pred_err_total" for n in LABELS]].to_numpy()
+    formal = pred[[f"{n}_pred_err" for n in LABELS]].to_numpy()
+    assert np.isfinite(tot).all() and (tot >= formal * model.error_model_.alpha * (1 - 1e-9)).all()
+    m = run.metrics()
+    overall = {r["label"]: r for r in m["bias_scatter"] if r["snr_lo"] is None}
+    for n in LABELS:      # the calibrated errors fit the held-out stars' scatter
+        assert 0.75 < overall[n]["z_total"] < 1.3, (n, overall[n])
+    assert [r["label"] for r in m["error_model"]] == LABELS
+    # calibration off: formal errors only
+    run0 = store.create({"method": "Cannon", "data": synth(n_train=600, n_test=400), "calibration_folds": 0})
+    execute(run0)
+    assert "teff_pred_err_total" not in run0.predictions() and run0.metrics()["error_model"] is None
+    with pytest.raises(ValidationError, match="calibration_folds"):
+        parse_config({"method": "Cannon", "data": synth(), "calibration_folds": 1})
+
+
 def test_bad_configs_are_refused_with_the_field_named(tmp_path):
     with pytest.raises(ValidationError, match="method"):
         parse_config({"method": "XGBoost", "data": synth()})
