@@ -194,3 +194,20 @@ def test_unknown_methods_and_models_are_refused(tmp_path):
     (tmp_path / "params.json").write_text('{"class": "XGBoost"}')
     with pytest.raises(ValidationError, match="not one of"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_calibrates_its_errors(name, toy, fitted, tmp_path):
+    """calibrate_errors works for every method (K-fold refits with the method's own
+    _refit_params) and the total errors travel with the saved model."""
+    wave, f, e, y = toy
+    m, _ = fitted[name]
+    m = clone(m).fit(f, y, flux_err=e, label_names=["teff", "logg"], wave=wave)
+    em = m.calibrate_errors(f, y, flux_err=e, n_folds=2)
+    assert em.alpha.shape == (2,) and np.all(np.isfinite(em.alpha))
+    d = m.predict_details(f[:30], flux_err=e[:30])
+    assert d.total_errors.shape == (30, 2) and np.isfinite(d.total_errors).all() and (d.total_errors > 0).all()
+    assert set(m._refit_params()) == set(m.get_params())
+    m.save(tmp_path / "m")
+    np.testing.assert_allclose(load_model(tmp_path / "m").predict_details(f[:30], flux_err=e[:30]).total_errors,
+                               d.total_errors, rtol=1e-5)
