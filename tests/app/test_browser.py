@@ -65,7 +65,7 @@ def demo_cache(tmp_path_factory):
     store = RunStore(root / "demo_runs")
     runs = ensure_demo_runs(store)
     assert {r.config["method"] for r in runs} == {"SLAM", "Lux", "Cannon"} and all(r.state == "done" for r in runs)
-    assert len(store.runs()) == 2                      # reused, not made again
+    assert len(store.runs()) == 3                      # reused, not made again
     assert (runs[0].path / "cods.npz").exists() and all((r.path / "spectra.npz").exists() for r in runs)
     return root
 
