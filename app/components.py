@@ -84,3 +84,24 @@ def safe_table(df, formatters=None, **kw):
     fmt.update(formatters or {})
     titles = {c: html.escape(str(c)) for c in df.columns}
     return pn.widgets.Tabulator(df, disabled=True, formatters=fmt, titles=titles, **kw)
+
+
+#: the app's fonts: the system's own (no web-font request; the app works offline)
+SYSTEM_FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+
+
+def _drop_web_fonts() -> None:
+    """Panel's Fast design lists a Google-fonts stylesheet among its resources; the app
+    uses system fonts instead, so that it makes no request outside its server (offline).
+    Panel offers no switch for it: the entry is removed from the design's resources."""
+    from panel.theme.fast import Fast
+
+    Fast._resources = {k: v for k, v in Fast._resources.items() if k != "font"}
+
+
+def template(title: str, **kw):
+    """The app's page template: Panel's FastListTemplate with system fonts and no request
+    outside the server (no web fonts, no CDN)."""
+    _drop_web_fonts()
+    kw.setdefault("accent", "#2f5f8a")
+    return pn.template.FastListTemplate(title=title, font=SYSTEM_FONT, font_url="", **kw)

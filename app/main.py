@@ -14,21 +14,23 @@ progress while they build in a subprocess)."""
 import panel as pn
 
 from app import figures
+from app.components import template
 from app.pages.catalogue import CatalogueTab
 from app.pages.compare import ComparePage
 from app.pages.curves import LearningCurvesPage
 from app.pages.spectra import SpectraTab
 from app.pages.train import TrainPage
 from app.pages.training_set import TrainingSetPage
-from app.state import AppState, load_catalogue, survey_path
+from app.state import AppState, survey_path
 from labelcore import settings
 
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 figures.install()
 
 state = AppState(survey_dir=str(survey_path()))
-catalogue = CatalogueTab(load_catalogue(str(state.survey_dir)), state,
-                         title="Survey catalogue (synthetic default survey)")
+_own = settings.catalogue_path()
+catalogue = CatalogueTab(_own or survey_path() / "catalogue.parquet", state,
+                         title=f"Catalogue {_own.name}" if _own else "Survey catalogue (synthetic default survey)")
 _spectra = {}   # this session's Spectra tab, once opened
 
 
@@ -49,5 +51,4 @@ tabs = pn.Tabs(("Catalogue", catalogue),
                ("Compare", compare),
                dynamic=True)
 state.start()
-pn.template.FastListTemplate(title="labelcore", main=[tabs], header=[figures.header_links()],
-                             accent="#2f5f8a").servable(title="labelcore")
+template("labelcore", main=[tabs], header=[figures.header_links()]).servable(title="labelcore")

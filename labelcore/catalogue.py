@@ -145,3 +145,51 @@ def predict_catalogue(model, spectra_path, out_path, *, chunk_rows: int = 4096, 
             if writer is not None:
                 writer.close()
     return Path(out_path)
+
+
+def find_observations(folder, star_id, id_column: str = "star_id") -> list[dict]:
+    """The spectra of star ``star_id`` in the labelcore spectra files (``*.h5``) of
+    ``folder`` (a survey folder): one ``{"path", "row", "obs_id", "setup", "snr"}`` per
+    observation, highest S/N first. Files that are not labelcore spectra are skipped."""
+    from labelcore.data.io import read_spectra_meta
+    from labelcore.errors import LabelcoreError
+
+    out = []
+    for path in sorted(Path(folder).glob("*.h5")):
+        try:
+            meta = read_spectra_meta(path)
+        except (LabelcoreError, OSError):
+            continue
+        col = id_column if id_column in meta.columns else "obs_id"
+        hit = meta[meta[col].astype(str) == str(star_id)]
+        for _, r in hit.iterrows():
+            out.append({"path": path, "row": int(r["row"]), "obs_id": str(r["obs_id"]),
+                        "setup": path.stem.removeprefix("spectra_"),
+                        "snr": float(r["snr"]) if "snr" in r and pd.notna(r["snr"]) else float("nan")})
+    return sorted(out, key=lambda o: -np.nan_to_num(o["snr"], nan=-1.0))
+
+
+def star_fit(model, spectra_path, row: int, photometry=None) -> dict:
+    """What the star inspector shows of one spectrum under one fitted model: ``row`` (the
+    catalogue row :func:`predict_chunk` writes: labels, errors, total errors, flags, fit
+    quality, OOD flag), ``wave``, ``flux``, ``flux_err`` and, for a method with model
+    spectra, ``model`` (the flux at the predicted labels) and ``residual`` ((observed -
+    model) / sigma). Raises ``ValidationError`` when the spectra are on another grid."""
+    from labelcore.methods import capabilities as caps
+
+    with h5py.File(spectra_path, "r") as f:
+        wave = f["wave"][:]
+    model.check_grid(wave, where=str(spectra_path))
+    tab = predict_chunk(model, spectra_path, row, row + 1, photometry)
+    s = read_spectra(spectra_path, slice(row, row + 1))
+    flux = np.where(s.mask[0], np.nan, s.flux[0])
+    err = np.where(s.mask[0], np.nan, s.flux_err[0]) if s.has_errors else None
+    out = {"row": tab.iloc[0], "wave": wave, "flux": flux, "flux_err": err}
+    y = tab[list(model.label_names_)].to_numpy(float)
+    if model.supports(caps.MODEL_SPECTRA) and np.isfinite(y).all():
+        mod = np.asarray(model.predict_spectra(y), float)[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = (flux - mod) / err if err is not None else flux - mod
+        out["model"] = mod
+        out["residual"] = np.where(np.isfinite(res), res, np.nan)
+    return out

@@ -44,6 +44,14 @@ def survey_dir() -> Path | None:
     return Path(env) if env else None
 
 
+def catalogue_path() -> Path | None:
+    """A catalogue the Catalogue tab shows instead of the survey's own
+    (``$LABELCORE_CATALOGUE``: a Parquet file with at least ``teff, logg, m_h, alpha_m``;
+    read a column at a time, so tens of millions of rows are fine), or None."""
+    env = os.environ.get("LABELCORE_CATALOGUE")
+    return Path(env).expanduser() if env else None
+
+
 def default_survey_dir() -> Path:
     """Where the embedded default survey is cached (``<data dir>/default_survey``)."""
     return data_dir() / "default_survey"

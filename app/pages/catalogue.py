@@ -1,10 +1,22 @@
-"""Catalogue page: Kiel diagram and [alpha/M] vs [M/H] of a whole catalogue, rendered
-server-side with datashader (millions of stars), coloured by any column, filtered by
-Galactic component / evolutionary phase, with linked box selection and exports."""
+"""Catalogue page: the Kiel diagram and [alpha/M]-[M/H] plane(s) of a whole catalogue,
+rendered server-side with datashader (tens of millions of stars), coloured by any column,
+filtered by Galactic component / evolutionary phase / S/N, with linked box and lasso
+selection, a selection table, streamed export of exactly the selection, and a star
+inspector (tap a star, or pick a row of the selection table).
+
+How it stays fast with ten million stars: the table is a
+:class:`~labelcore.data.columnar.ColumnTable` (a Parquet file is read a column at a time,
+only the columns drawn or filtered on); each plane is a pair of datashader layers (the
+stars outside the selection in grey, the selected ones in colour) fed by DynamicMaps, so a
+filter or a selection updates the images in place and a zoom re-aggregates only; the
+selection itself is a boolean mask computed with numpy (:mod:`app.selection`), no
+dataframe query and no geometry library.
+"""
 
 from __future__ import annotations
 
-import io
+import time
+from pathlib import Path
 
 import datashader as ds
 import holoviews as hv
@@ -12,15 +24,20 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from holoviews.operation.datashader import dynspread, rasterize
+from bokeh.models import NumberFormatter, PrintfTickFormatter
+from holoviews.operation.datashader import rasterize
 
-from app.components import label_title, run_choices
+from app import selection as geom
+from app.components import MessageArea, escape, label_title, run_choices, safe_table, template
 from app.pages.runlist import SourceTab, as_state
-from labelcore.data.io import write_fits_table
+from labelcore import settings
+from labelcore.data.columnar import ColumnTable
 
 hv.extension("bokeh", logo=False)
 
 CMAPS = ["viridis", "inferno", "fire", "coolwarm", "kbc", "Spectral_r"]
+#: grey ramp of the stars outside the selection
+GREYS = ["#e4e4e4", "#9a9a9a"]
 #: how the [alpha/M]-[M/H] plane is split into panels: (title, column, lo, hi) per panel
 SPLITS = {
     "none": [],
@@ -30,6 +47,50 @@ SPLITS = {
     "log g bins": [("log g < 1.5", "logg", -np.inf, 1.5), ("1.5 ≤ log g < 2.5", "logg", 1.5, 2.5),
                    ("2.5 ≤ log g < 3.5", "logg", 2.5, 3.5), ("log g ≥ 3.5", "logg", 3.5, np.inf)],
 }
+#: the planes: (x, y, x range, y range, inverted axes)
+KIEL = ("teff", "logg", (3300.0, 7000.0), (-0.3, 5.3), True)
+CHEM = ("m_h", "alpha_m", (-2.6, 0.8), (-0.2, 0.5), False)
+NEED = ["teff", "logg", "m_h", "alpha_m"]
+#: an export larger than this asks first
+CONFIRM_ROWS = 1_000_000
+#: rows of the selection table
+TABLE_ROWS = 200
+
+
+def column_unit(name: str) -> str:
+    """The unit of a catalogue column, for colour-bar titles and hover ("K", "dex", "")."""
+    title = label_title(name)
+    if title.endswith("]") and "[" in title:
+        return title[title.rindex("[") + 1:-1]
+    if name.startswith(("snr", "ood_score", "chi2")) or name in ("phase", "component"):
+        return ""
+    if name.endswith(("_pmra", "_pmdec")) or name in ("pmra", "pmdec"):
+        return "mas/yr"
+    if name in ("parallax",):
+        return "mas"
+    if name in ("ebv", "a_v", "av"):
+        return "mag"
+    if len(name) <= 4 and name[:1] in "gjhkw" and name.rstrip("0123456789bprs_").isalpha():
+        return "mag"
+    return ""
+
+
+def tick_format(name: str) -> str:
+    """A printf format for colour-bar ticks of a column: Teff in whole K, dex to 2."""
+    if name in ("density", "teff") or name.startswith(("snr", "teff")):
+        return "%d"
+    if label_title(name).endswith("[dex]"):
+        return "%.2f"
+    return "%.3g"
+
+
+def hover_format(name: str) -> str:
+    """A Bokeh number format for hover values of a column: Teff in whole K, dex to 3."""
+    if name == "teff" or name.startswith("snr"):
+        return "{0}"
+    if label_title(name).endswith("[dex]"):
+        return "{0.000}"
+    return "{0.[000]}"
 
 
 class CataloguePage(pn.viewable.Viewer):
@@ -37,73 +98,108 @@ class CataloguePage(pn.viewable.Viewer):
 
     Parameters
     ----------
-    table : DataFrame with at least ``teff, logg, m_h, alpha_m``.
+    table : DataFrame, :class:`~labelcore.data.columnar.ColumnTable`, or path of a Parquet
+        file, with at least ``teff, logg, m_h, alpha_m``.
+    title : str
+    inspector : callable(page, row) -> viewable, optional
+        What the star inspector shows for the star at table position ``row``.
     """
 
     color_by = param.Selector(default="density", objects=["density"], doc="Colour by column")
     cmap = param.Selector(default="viridis", objects=CMAPS)
     components = param.ListSelector(default=[], objects=[])
     phases = param.ListSelector(default=[], objects=[])
-    min_snr = param.Number(default=0.0, bounds=(0, 500), doc="Minimum S/N (APOGEE-like)")
+    snr_column = param.Selector(default=None, objects=[None], allow_None=True, doc="S/N column of the cut")
+    min_snr = param.Number(default=0.0, bounds=(0, 500), doc="Minimum S/N")
     split = param.Selector(default="none", objects=list(SPLITS), doc="[α/M]-[M/H] panels per Teff / log g bin")
+    view_version = param.Integer(default=0, doc="goes up when the filters or the selection change")
+    star = param.Integer(default=None, allow_None=True, doc="table row of the inspected star")
+    n_selected = param.Integer(default=0)
 
-    def __init__(self, table: pd.DataFrame, title: str = "Catalogue", **params):
-        need = ["teff", "logg", "m_h", "alpha_m"]
-        miss = [c for c in need if c not in table.columns]
+    def __init__(self, table, title: str = "Catalogue", inspector=None, **params):
+        self.data = table if isinstance(table, ColumnTable) else ColumnTable(table)
+        miss = [c for c in NEED if c not in self.data.numeric]
         if miss:
             raise ValueError(f"catalogue table lacks columns {miss}")
         super().__init__(**params)
-        self.title = title
-        self.table = table
-        numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])
-                   and not c.endswith("_err") and c not in ("source_id",)]
+        self.title, self.inspector = title, inspector
+        self._sel = None                      # boolean mask over the table, None = nothing selected
+        self._filter_cache = None
+        self._frames: dict = {}
+        self._version_stream = hv.streams.Params(self, ["view_version"])
+        self._star_stream = hv.streams.Params(self, ["star"])
+        self.messages = MessageArea()
+        self._fmt = pn.widgets.Select(label="Format", options=["parquet", "csv", "fits"], value="parquet", width=100)
+        self._export_btn = pn.widgets.Button(label="Export selection", color="primary", width=150)
+        self._export_btn.on_click(lambda e: self.export(confirmed=False))
+        self._confirm_btn = pn.widgets.Button(label="Write them", color="warning", width=150, visible=False)
+        self._confirm_btn.on_click(lambda e: self.export(confirmed=True))
+        self._download = pn.widgets.FileDownload(label="Download", color="success", visible=False,
+                                                 width=250, auto=True)
+        self._clear_btn = pn.widgets.Button(label="Clear selection", color="light", width=130)
+        self._clear_btn.on_click(lambda e: self.clear_selection())
+        self._table_holder = pn.Column(sizing_mode="stretch_width")
+        self._inspect_holder = pn.Column(sizing_mode="stretch_width")
+        self.last_export = None
+        d = self.data
+        numeric = [c for c in d.numeric if not c.endswith(("_err", "_err_total")) and c not in ("source_id",)]
         self.param.color_by.objects = ["density", *numeric]
-        for name in ("components", "phases"):
-            col = "component" if name == "components" else "phase"
-            vals = list(table[col].cat.categories) if col in table and hasattr(
-                table[col], "cat") else []
+        for name, col in (("components", "component"), ("phases", "phase")):
+            vals = d.categories(col)[1] if d.has(col) else []
             self.param[name].objects = vals
             setattr(self, name, vals)
-        self.selection = hv.link_selections.instance()
-        self._download_fmt = pn.widgets.Select(label="Format", options=["parquet", "csv", "fits"],
-                                               value="parquet", width=110)
-        self._download = pn.widgets.FileDownload(callback=self._export, filename="catalogue.parquet",
-                                                 label="Export selection", color="primary",
-                                                 width=180)
-        self._download_fmt.param.watch(
-            lambda e: setattr(self._download, "filename", f"catalogue.{e.new}"), "value")
+        snr_cols = [c for c in d.numeric if c == "snr" or c.startswith("snr_")]
+        self.param.snr_column.objects = snr_cols or [None]
+        self.snr_column = snr_cols[0] if snr_cols else None
+        self._update_table()
 
     # ------------------------------------------------------------------ data
+    @param.depends("components", "phases", "min_snr", "snr_column", watch=True)
+    def _filters_changed(self):
+        self._filter_cache = None
+        self._frames.clear()
+        self._selection_changed()
+
+    def filter_mask(self) -> np.ndarray:
+        """Stars passing the component / phase / S/N filters."""
+        if self._filter_cache is None:
+            d = self.data
+            m = np.ones(d.n, bool)
+            for name, col in (("components", "component"), ("phases", "phase")):
+                if d.has(col):
+                    codes, cats = d.categories(col)
+                    keep = [cats.index(v) for v in (getattr(self, name) or []) if v in cats]
+                    m &= np.isin(codes, keep)
+            if self.min_snr > 0 and self.snr_column:
+                s = d.column(self.snr_column)
+                with np.errstate(invalid="ignore"):
+                    m &= np.nan_to_num(s, nan=0.0) >= self.min_snr
+            self._filter_cache = m
+        return self._filter_cache
+
+    def selection_mask(self) -> np.ndarray:
+        """Stars shown and selected (all shown stars when nothing is selected)."""
+        m = self.filter_mask()
+        return m & self._sel if self._sel is not None else m
+
+    @property
+    def has_selection(self) -> bool:
+        return self._sel is not None
+
     def filtered(self) -> pd.DataFrame:
-        df = self.table
-        m = np.ones(len(df), bool)
-        if "component" in df and self.components is not None:
-            m &= df["component"].isin(self.components).to_numpy()
-        if "phase" in df and self.phases is not None:
-            m &= df["phase"].isin(self.phases).to_numpy()
-        if self.min_snr > 0 and "snr_apogee" in df:
-            m &= (df["snr_apogee"].fillna(0) >= self.min_snr).to_numpy()
-        return df[m]
+        """The shown stars as a DataFrame (all columns; for small catalogues and tests)."""
+        return self.data.rows(np.flatnonzero(self.filter_mask()))
+
+    def selected(self) -> pd.DataFrame:
+        """The selected stars as a DataFrame (all columns; for small catalogues and tests)."""
+        return self.data.rows(np.flatnonzero(self.selection_mask()))
 
     def counts_text(self) -> str:
-        return f"**{len(self.filtered()):,}** of {len(self.table):,} stars shown"
-
-    # ------------------------------------------------------------------ plots
-    def _aggregator(self):
-        return ds.count() if self.color_by == "density" else ds.mean(self.color_by)
-
-    def _plane(self, df, x, y, xr, yr, invert):
-        vdims = [] if self.color_by == "density" else [self.color_by]
-        pts = hv.Points(df, kdims=[x, y], vdims=vdims)
-        r = rasterize(pts, aggregator=self._aggregator(), x_range=xr, y_range=yr,
-                      width=450, height=400)
-        clabel = "stars per pixel" if self.color_by == "density" else self.color_by
-        opts = dict(cmap=self.cmap, colorbar=True, clabel=clabel, tools=["hover", "box_select"],
-                    xlabel=label_title(x), ylabel=label_title(y),
-                    invert_xaxis=invert, invert_yaxis=invert, responsive=True, min_height=380,
-                    cnorm="eq_hist" if self.color_by == "density" else "linear",
-                    bgcolor="white", default_tools=["pan", "wheel_zoom", "reset", "save"])
-        return dynspread(r, threshold=0.6, max_px=2).opts(**opts)
+        n_shown = int(self.filter_mask().sum())
+        text = f"**{n_shown:,}** of {self.data.n:,} stars shown"
+        if self.has_selection:
+            text += f" · **{self.n_selected:,} selected**"
+        return text
 
     def panels(self, df) -> list[tuple[str, pd.DataFrame]]:
         """The [alpha/M]-[M/H] panels of the current split: (title, stars) each."""
@@ -115,92 +211,299 @@ class CataloguePage(pn.viewable.Viewer):
             out.append((f"[α/M] vs [M/H], {title}", df[(x >= lo) & (x < hi)]))
         return out
 
-    @param.depends("color_by", "cmap", "components", "phases", "min_snr", "split")
-    def plots(self):
-        df = self.filtered()
-        if df.empty:
-            return pn.pane.Alert("No star passes the current filters.", alert_type="warning")
-        kiel = self._plane(df, "teff", "logg", (3300, 7000), (-0.3, 5.3), True).opts(
-            title="Kiel diagram")
-        chem = [self._plane(sub, "m_h", "alpha_m", (-2.6, 0.8), (-0.2, 0.5), False).opts(
-                    title=f"{title} ({len(sub):,})")
-                for title, sub in self.panels(df) if len(sub)]
-        return pn.pane.HoloViews(self.selection(hv.Layout([kiel, *chem])).cols(2), sizing_mode="stretch_width")
+    def _panel_mask(self, sub) -> np.ndarray | None:
+        if sub is None:
+            return None
+        col, lo, hi = sub
+        v = self.data.column(col)
+        with np.errstate(invalid="ignore"):
+            return (v >= lo) & (v < hi)
 
-    @param.depends("components", "phases", "min_snr")
+    # ------------------------------------------------------------------ selection
+    def _selection_changed(self):
+        self.n_selected = int(self.selection_mask().sum()) if self.has_selection else 0
+        self._frames.clear()
+        self.view_version += 1
+        self._update_table()
+        self._download.visible = False
+        self._confirm_btn.visible = False
+
+    def select(self, mask) -> None:
+        """Make ``mask`` (over the table) the selection."""
+        self._sel = np.asarray(mask, bool)
+        self._selection_changed()
+
+    def clear_selection(self) -> None:
+        self._sel = None
+        self._selection_changed()
+
+    def select_box(self, x, y, bounds, sub=None) -> None:
+        """Select the stars of plane (x, y) inside ``bounds`` (and of panel ``sub``)."""
+        m = geom.in_box(self.data.column(x), self.data.column(y), bounds)
+        pm = self._panel_mask(sub)
+        self.select(m if pm is None else m & pm)
+
+    def select_lasso(self, x, y, vertices, sub=None) -> None:
+        """Select the stars of plane (x, y) inside the lasso polygon ``vertices``."""
+        m = geom.in_polygon(self.data.column(x), self.data.column(y), vertices)
+        pm = self._panel_mask(sub)
+        self.select(m if pm is None else m & pm)
+
+    def pick(self, x, y, x0, y0, spans, sub=None):
+        """Inspect the shown star nearest (x0, y0) on plane (x, y); returns its row or None."""
+        cand = self.filter_mask()
+        pm = self._panel_mask(sub)
+        if pm is not None:
+            cand = cand & pm
+        row = geom.nearest(self.data.column(x), self.data.column(y), x0, y0, spans, cand)
+        if row is not None:
+            self.inspect(row)
+        return row
+
+    def inspect(self, row: int) -> None:
+        """Show the star at table row ``row`` in the inspector and mark it on the planes."""
+        self.star = int(row)
+        if self.inspector is None:
+            info = self.data.rows([row], [c for c in ("id", *NEED) if self.data.has(c)]).iloc[0]
+            body = pn.pane.Markdown("  \n".join(f"**{escape(k)}**: {escape(v)}" for k, v in info.items()))
+        else:
+            self._inspect_holder[:] = [pn.indicators.LoadingSpinner(value=True, size=30, name="Loading the star…")]
+            try:
+                body = self.inspector(self, int(row))
+            except Exception as exc:  # noqa: BLE001 - shown to the user, the page goes on
+                body = pn.pane.Alert(f"This star cannot be inspected: {escape(exc)}", alert_type="warning")
+        self._inspect_holder[:] = [body]
+
+    def star_id(self, row: int | None = None) -> str | None:
+        row = self.star if row is None else row
+        if row is None:
+            return None
+        for c in ("id", "star_id", "obs_id", "source_id"):
+            if self.data.has(c):
+                return str(self.data.values(c)[row])
+        return str(row)
+
+    # ------------------------------------------------------------------ table
+    def table_columns(self) -> list[str]:
+        cols = [c for c in ("id", "source_id") if self.data.has(c)] + NEED
+        for c in ("component", "phase", self.snr_column, None if self.color_by == "density" else self.color_by):
+            if c and self.data.has(c) and c not in cols:
+                cols.append(c)
+        return cols
+
+    def _update_table(self):
+        mask = self.selection_mask()
+        rows = np.flatnonzero(mask)[:TABLE_ROWS]
+        df = self.data.rows(rows, self.table_columns())
+        df.insert(0, "row", rows)
+        fmt = {c: NumberFormatter(format="0" if c == "teff" else "0.000" if c in NEED else "0.[00]")
+               for c in df.columns if c not in ("id", "source_id") and pd.api.types.is_float_dtype(df[c])}
+        title = "Selection" if self.has_selection else "Shown stars"
+        n = int(mask.sum())
+        table = safe_table(df, formatters=fmt, pagination="local", page_size=10, height=330,
+                           sizing_mode="stretch_width", hidden_columns=["row"], selectable=1, show_index=False)
+        table.on_click(lambda e: self.inspect(int(df["row"].iloc[e.row])))
+        head = pn.pane.Markdown(f"### {title}: first {min(n, TABLE_ROWS):,} of {n:,} stars "
+                                f"(click a row to inspect the star)")
+        self._table_holder[:] = [head, table]
+
+    # ------------------------------------------------------------------ plots
+    def _frame(self, x, y, sub, selected: bool) -> pd.DataFrame:
+        key = (x, y, sub, selected, self.color_by, self.view_version)
+        if key not in self._frames:
+            m = self.filter_mask()
+            if self.has_selection:
+                m = m & (self._sel if selected else ~self._sel)
+            elif not selected:
+                m = np.zeros_like(m)
+            pm = self._panel_mask(sub)
+            if pm is not None:
+                m = m & pm
+            idx = np.flatnonzero(m)
+            cols = {x: self.data.column(x)[idx], y: self.data.column(y)[idx]}
+            if selected and self.color_by != "density":
+                cols[self._cname()] = self.data.column(self.color_by)[idx]
+            self._frames[key] = pd.DataFrame(cols)
+        return self._frames[key]
+
+    def _cname(self) -> str:
+        """The colour column's name inside a plane's points (it may also be an axis)."""
+        return f"colour_{self.color_by}"
+
+    def _points(self, x, y, sub, selected):
+        vdims = []
+        if selected and self.color_by != "density":
+            vdims = [hv.Dimension(self._cname(), label=label_title(self.color_by),
+                                  unit=column_unit(self.color_by) or None)]
+
+        def cb(view_version):
+            return hv.Points(self._frame(x, y, sub, selected), kdims=[hv.Dimension(x, label=label_title(x)),
+                                                                      hv.Dimension(y, label=label_title(y))],
+                             vdims=vdims)
+        return hv.DynamicMap(cb, streams=[self._version_stream])
+
+    def _pixel_ratio(self) -> float:
+        """Aggregate pixels per screen pixel: coarser for small catalogues so that a few
+        thousand stars are seen, not single faint pixels (one star = one bin, so the
+        hover's count and mean stay what they say)."""
+        n = int(self.filter_mask().sum())
+        return 0.25 if n < 20_000 else 0.5 if n < 300_000 else 1.0
+
+    def _star_marker(self, x, y):
+        def cb(star):
+            if star is None:
+                return hv.Points([], kdims=[x, y])
+            return hv.Points([(float(self.data.column(x)[star]), float(self.data.column(y)[star]))], kdims=[x, y])
+        return hv.DynamicMap(cb, streams=[self._star_stream]).opts(
+            marker="star", size=18, color="#d1495b", line_color="black", tools=[])
+
+    def plane(self, spec, sub=None, title=""):
+        """One plane (overlay of the unselected, selected and inspected-star layers) with its
+        box, lasso and tap streams wired to the page."""
+        x, y, xr, yr, invert = spec
+        pr = self._pixel_ratio()
+        common = dict(xlim=xr, ylim=yr, invert_xaxis=invert, invert_yaxis=invert, responsive=True,
+                      min_height=380, bgcolor="white", xlabel=label_title(x), ylabel=label_title(y))
+        grey = rasterize(self._points(x, y, sub, False), aggregator=ds.count(), x_range=xr, y_range=yr,
+                         pixel_ratio=pr).opts(cmap=GREYS, cnorm="eq_hist", alpha=0.9, tools=[], **common)
+        cname = self._cname()
+        if self.color_by == "density":
+            agg, clabel, fmt = ds.count(), "stars per pixel", "%d"
+        else:
+            agg = ds.summary(**{self._cname(): ds.mean(self._cname()), "count": ds.count()})
+            unit = column_unit(self.color_by)
+            clabel = f"mean {label_title(self.color_by)}" + ("" if "[" in label_title(self.color_by) or not unit
+                                                             else f" [{unit}]")
+            fmt = tick_format(self.color_by)
+        cname = self._cname()
+        top = rasterize(self._points(x, y, sub, True), aggregator=agg, x_range=xr, y_range=yr,
+                        pixel_ratio=pr)
+        if self.color_by != "density":   # hover: "mean Teff [K]" and "stars" of the bin
+            top = top.redim.label(**{cname: clabel, "count": "stars"})
+        tips = [(label_title(x), f"$x{hover_format(x)}"), (label_title(y), f"$y{hover_format(y)}")]
+        tips += ([("stars", "@image")] if self.color_by == "density"
+                 else [(clabel, f"@image{hover_format(self.color_by)}"), ("stars", "@{count}")])
+        top = top.opts(
+            hover_tooltips=tips, cmap=self.cmap, colorbar=True, clabel=clabel,
+            cnorm="eq_hist" if self.color_by == "density" else "linear",
+            colorbar_opts={"formatter": PrintfTickFormatter(format=fmt)},
+            tools=["hover", "box_select", "lasso_select", "tap"], active_tools=["box_select", "tap"],
+            default_tools=["pan", "box_zoom", "wheel_zoom", "reset", "save"], title=title, **common)
+        box = hv.streams.BoundsXY(source=top)
+        lasso = hv.streams.Lasso(source=top)
+        tap = hv.streams.Tap(source=top)
+        spans = (xr[1] - xr[0], yr[1] - yr[0])
+        box.add_subscriber(lambda bounds: bounds is not None and self.select_box(x, y, bounds, sub))
+        lasso.add_subscriber(lambda geometry: geometry is not None and self.select_lasso(x, y, geometry, sub))
+        tap.add_subscriber(lambda **kw: kw.get("x") is not None and self.pick(x, y, kw["x"], kw["y"], spans, sub))
+        self._streams = getattr(self, "_streams", []) + [box, lasso, tap]
+        return grey * top * self._star_marker(x, y)
+
+    @param.depends("color_by", "cmap", "split")
+    def plots(self):
+        if not self.filter_mask().any():
+            return pn.pane.Alert("No star passes the current filters.", alert_type="warning")
+        self._streams = []
+        kiel = self.plane(KIEL, title="Kiel diagram")
+        if self.split == "none":
+            chem = [self.plane(CHEM, title="[α/M] vs [M/H]")]
+        else:
+            chem = [self.plane(CHEM, sub=(col, lo, hi), title=f"[α/M] vs [M/H], {t}")
+                    for t, col, lo, hi in SPLITS[self.split]]
+        return pn.pane.HoloViews(hv.Layout([kiel, *chem]).cols(2), sizing_mode="stretch_width",
+                                 linked_axes=False)
+
+    @param.depends("view_version")
     def _counts(self):
         return pn.pane.Markdown(self.counts_text())
 
     # ------------------------------------------------------------------ export
-    def selected(self) -> pd.DataFrame:
-        df = self.filtered()
-        expr = self.selection.selection_expr
-        if expr is not None:
-            try:
-                mask = np.asarray(expr.apply(df), bool)
-                df = df[mask]
-            except Exception:  # a selection on dims the table lacks: export the filter
-                pass
-        return df
-
-    def _export(self):
-        df = self.selected()
-        fmt = self._download_fmt.value
-        buf = io.BytesIO()
-        if fmt == "parquet":
-            df.to_parquet(buf, index=False)
-        elif fmt == "csv":
-            buf.write(df.to_csv(index=False).encode())
-        else:
-            import tempfile
-            from pathlib import Path
-
-            with tempfile.TemporaryDirectory() as d:
-                p = Path(d) / "catalogue.fits"
-                write_fits_table(df, p)
-                buf.write(p.read_bytes())
-        buf.seek(0)
-        return buf
+    def export(self, confirmed: bool = False, folder=None):
+        """Write the selection (or, with nothing selected, the shown stars) to a file under
+        ``folder`` (default ``<data dir>/exports``), streamed; offer it for download.
+        More than :data:`CONFIRM_ROWS` rows ask first. Returns the path written, or None."""
+        mask = self.selection_mask()
+        n = int(mask.sum())
+        fmt = self._fmt.value
+        if n == 0:
+            self.messages.say("Nothing to export: no star is selected.", "warning")
+            return None
+        if n > CONFIRM_ROWS and not confirmed:
+            self._confirm_btn.label = f"Write {n:,} rows"
+            self._confirm_btn.visible = True
+            self.messages.say("The selection has **{n}** rows × {c} columns; writing it takes a while and the "
+                              "file is large. Select fewer stars, or confirm.", "warning",
+                              n=f"{n:,}", c=len(self.data.columns))
+            return None
+        self._confirm_btn.visible = False
+        folder = Path(folder) if folder else settings.data_dir() / "exports"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        what = "selection" if self.has_selection else "shown"
+        path = folder / f"catalogue-{what}-{stamp}-{n}.{fmt}"
+        t0 = time.perf_counter()
+        rows = self.data.write_rows(mask, path, fmt)
+        dt = time.perf_counter() - t0
+        self.last_export = path
+        self._download.file = str(path)
+        self._download.filename = path.name
+        self._download.label = f"Download ({fmt}, {rows:,} rows)"
+        self._download.visible = True
+        size = path.stat().st_size / 1e6
+        self.messages.say("Wrote **{rows}** rows ({size} MB, {dt} s) to {path}.", "success",
+                          rows=f"{rows:,}", size=f"{size:.1f}", dt=f"{dt:.1f}", path=str(path))
+        return path
 
     # ------------------------------------------------------------------ layout
     def controls(self):
+        comp = []
+        if self.param.components.objects:
+            comp = [pn.pane.Markdown("**Galactic component**", margin=(5, 10, 0, 10)),
+                    pn.widgets.CheckBoxGroup.from_param(self.param.components, label="Galactic component",
+                                                        inline=True)]
+        phase = [pn.widgets.MultiChoice.from_param(self.param.phases, label="Evolutionary phase")] \
+            if self.param.phases.objects else []
+        snr = []
+        if self.snr_column:
+            snr = [pn.widgets.Select.from_param(self.param.snr_column, label="S/N column"),
+                   pn.widgets.FloatSlider.from_param(self.param.min_snr, label="Minimum S/N", step=5)]
         return pn.Column(
-            pn.widgets.Select.from_param(self.param.color_by, name="Colour by"),
-            pn.widgets.Select.from_param(self.param.cmap, name="Colour map"),
-            pn.widgets.CheckButtonGroup.from_param(self.param.components, name="Component",
-                                                   color="primary"),
-            pn.widgets.MultiChoice.from_param(self.param.phases, name="Phase"),
-            pn.widgets.FloatSlider.from_param(self.param.min_snr, name="Min S/N (APOGEE)"),
+            pn.widgets.Select.from_param(self.param.color_by, label="Colour by"),
+            pn.widgets.Select.from_param(self.param.cmap, label="Colour map"),
+            *comp, *phase, *snr,
             pn.widgets.Select.from_param(self.param.split, label="[α/M]–[M/H] panels"),
             self._counts,
-            pn.Row(self._download_fmt, self._download),
-            width=300,
+            pn.pane.Markdown("Box or lasso on any plane selects its stars in all of them; tap a star to "
+                             "inspect it.", styles={"color": "#555"}),
+            self._clear_btn,
+            pn.Row(self._fmt, self._export_btn), self._confirm_btn, self._download, self.messages,
+            width=320,
         )
 
     def __panel__(self):
-        return pn.Row(self.controls(), pn.panel(self.plots, sizing_mode="stretch_width"),
+        return pn.Row(self.controls(),
+                      pn.Column(pn.panel(self.plots, sizing_mode="stretch_width", loading_indicator=True),
+                                self._inspect_holder, self._table_holder, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
     def template(self):
-        tpl = pn.template.FastListTemplate(title=f"labelcore — {self.title}",
-                                           sidebar=[self.controls()], main=[self.plots],
-                                           accent="#2f5f8a")
-        return tpl
+        return template(f"labelcore — {self.title}", sidebar=[self.controls()],
+                        main=[self.plots, self._inspect_holder, self._table_holder])
 
 
 class CatalogueTab(SourceTab):
-    """The Catalogue tab: the survey's own catalogue, or the label catalogue of a finished
-    prediction run (``labelcore.runs`` task "predict") in the same planes.
+    """The Catalogue tab: the survey's own catalogue (or ``$LABELCORE_CATALOGUE``), or the
+    label catalogue of a finished prediction run (``labelcore.runs`` task "predict") in
+    the same planes, each with the star inspector.
 
     Parameters
     ----------
-    survey_table : the survey catalogue (shown by default).
+    survey_table : DataFrame or Parquet path of the catalogue shown by default.
     state : the app state (or a run store) whose prediction runs are offered.
     """
 
     source_label = "Catalogue"
 
-    def __init__(self, survey_table: pd.DataFrame, state=None, title="Catalogue", **params):
+    def __init__(self, survey_table, state=None, title="Catalogue", **params):
         super().__init__(**params)
         self.state = as_state(state)
         self.survey_table, self.store, self.title = survey_table, self.state.store, title
@@ -216,15 +519,21 @@ class CatalogueTab(SourceTab):
             opts.update({f"Labels: {k}": v for k, v in run_choices(self.store, "predict").items()})
         self.param.source.objects = opts
 
+    def _inspector(self):
+        from app.pages.inspector import StarInspector
+
+        return StarInspector(self.state)
+
     def make_page(self, source):
         """The :class:`CataloguePage` of ``source`` ("survey" or a prediction run id)."""
+        insp = self._inspector()
         if source == "survey":
-            return CataloguePage(self.survey_table, title=self.title)
-        table = self.store.get(source).catalogue()
-        for c in ("phase", "component"):
-            if c in table.columns:
-                table[c] = table[c].astype("category")
+            return CataloguePage(self.survey_table, title=self.title, inspector=insp.view_survey_star)
+        run = self.store.get(source)
+        path = run.path / "catalogue.parquet"
+        table = path if path.exists() else run.catalogue()
         try:
-            return CataloguePage(table, title=f"Labels of run {source}")
+            return CataloguePage(table, title=f"Labels of run {source}",
+                                 inspector=lambda page, row: insp.view_run_star(run, page, row))
         except ValueError as exc:
             raise ValueError(f"This catalogue cannot be shown in these planes: {exc}") from exc

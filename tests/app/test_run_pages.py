@@ -239,7 +239,7 @@ def test_catalogue_tab_shows_predicted_labels(small_survey, tmp_path):
     page = tab.page_for(pr.id)
     assert isinstance(page, CataloguePage)
     cat = pr.catalogue()
-    np.testing.assert_allclose(page.table["teff"], cat["teff"])            # predictions, not the truth
+    np.testing.assert_allclose(page.data.column("teff"), cat["teff"], rtol=1e-6)            # predictions, not the truth
     assert "alpha_m_ref" in page.param.color_by.objects                     # the reference, to colour by
     assert len(page.filtered()) == len(cat)
 
