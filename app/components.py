@@ -105,3 +105,86 @@ def template(title: str, **kw):
     _drop_web_fonts()
     kw.setdefault("accent", "#2f5f8a")
     return pn.template.FastListTemplate(title=title, font=SYSTEM_FONT, font_url="", **kw)
+
+
+def readable(v) -> str:
+    """A hyper-parameter value as a person would type it: ``10^0.5`` for a fractional
+    power of ten (not 3.1622776601683795), 6 significant digits otherwise, lists in
+    brackets, ``true``/``false``, words as they are; None as empty."""
+    import math
+
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(readable(x) for x in v) + "]"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v > 0 and math.isfinite(v):
+            e = math.log10(v)
+            q = round(e * 4) / 4
+            if abs(e - q) < 1e-9 and abs(q - round(q)) > 1e-9:       # 10^0.5, 10^-1.25, ...
+                return f"10^{q:g}"
+        return f"{v:.6g}"
+    return str(v)
+
+
+def parse_readable(text: str):
+    """The value of a field written as :func:`readable` writes (also plain JSON, ``1e-3``,
+    ``10^x`` anywhere in a list, ``null``); raises ValueError naming what is wrong."""
+    import json
+    import re
+
+    t = text.strip()
+    if t == "":
+        return None
+    t2 = re.sub(r"10\s*\^\s*(-?\d+(?:\.\d+)?)", lambda m: repr(10 ** float(m.group(1))), t)
+    t2 = {"true": "true", "false": "false", "none": "null"}.get(t2.lower(), t2)
+    try:
+        return json.loads(t2)
+    except json.JSONDecodeError:
+        if re.fullmatch(r"[A-Za-z_]+", t):
+            return t
+        raise ValueError(f"{text!r} is not a number, a list of numbers or a word") from None
+
+
+def local_time(iso, tz: str | None = None) -> str:
+    """An ISO 8601 (UTC) time as local time "2026-12-01 16:48:24", in the browser's time
+    zone when the session knows it (else this machine's)."""
+    import pandas as pd
+
+    if not iso:
+        return ""
+    try:
+        t = pd.Timestamp(iso)
+    except (ValueError, TypeError):
+        return str(iso)
+    if t.tzinfo is None:
+        t = t.tz_localize("UTC")
+    try:
+        t = t.tz_convert(tz) if tz else t.tz_convert(None).tz_localize("UTC").astimezone(None)
+    except Exception:  # noqa: BLE001 - an unknown zone name: show UTC
+        pass
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds) -> str:
+    """Seconds as "4.2 s", "3 min 05 s", "1 h 02 min"; empty when unknown."""
+    import math
+
+    if seconds is None or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return ""
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def browser_timezone() -> str | None:
+    """The browser's time zone in a served session (Panel's browser info), else None."""
+    info = getattr(pn.state, "browser_info", None)
+    return getattr(info, "timezone", None) if info is not None else None

@@ -38,15 +38,35 @@ def svg_requested() -> bool:
     return _NOTEBOOK["svg"]
 
 
+def figure_name(title) -> str:
+    """The file name a plot saves under: its title as a slug ("kiel-diagram"), "figure"
+    when it has none."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", str(title or "")).strip("-").lower()
+    return f"labelcore-{slug[:60] or 'figure'}"
+
+
 def _output_backend_hook(plot, element):
+    fig = plot.state
     if svg_requested():
-        plot.state.output_backend = "svg"
+        fig.output_backend = "svg"
+    # the mouse wheel scrolls the page; wheel zoom is one click away in the toolbar
+    if getattr(fig, "toolbar", None) is not None:
+        fig.toolbar.active_scroll = None
+    # the save tool writes <title>.png/.svg at once, without asking for a file name
+    title = getattr(getattr(fig, "title", None), "text", None) or element.label or element.group
+    for tool in getattr(fig, "tools", []):
+        if type(tool).__name__ == "SaveTool" and not tool.filename:
+            tool.filename = figure_name(title)
 
 
 def install() -> None:
-    """Add the output-backend hook to the default options of every element type drawn."""
-    hv.opts.defaults(*(getattr(hv.opts, name)(hooks=[_output_backend_hook]) for name in ELEMENTS),
-                     backend="bokeh")
+    """Add the output-backend / file-name hook to the default options of every element
+    type drawn, and make pan (not wheel zoom) the active drag so that the mouse wheel
+    scrolls the page; wheel zoom stays one click away in each toolbar."""
+    hv.opts.defaults(*(getattr(hv.opts, name)(hooks=[_output_backend_hook], active_tools=["pan"])
+                       for name in ELEMENTS), backend="bokeh")
 
 
 def header_links():

@@ -126,8 +126,8 @@ class CataloguePage(pn.viewable.Viewer):
         self._sel = None                      # boolean mask over the table, None = nothing selected
         self._filter_cache = None
         self._frames: dict = {}
-        self._version_stream = hv.streams.Params(self, ["view_version"])
-        self._star_stream = hv.streams.Params(self, ["star"])
+        self._version_stream = self._star_stream = None
+        self._streams = []
         self.messages = MessageArea()
         self._fmt = pn.widgets.Select(label="Format", options=["parquet", "csv", "fits"], value="parquet", width=100)
         self._export_btn = pn.widgets.Button(label="Export selection", color="primary", width=150)
@@ -396,14 +396,25 @@ class CataloguePage(pn.viewable.Viewer):
         box.add_subscriber(lambda bounds: bounds is not None and self.select_box(x, y, bounds, sub))
         lasso.add_subscriber(lambda geometry: geometry is not None and self.select_lasso(x, y, geometry, sub))
         tap.add_subscriber(lambda **kw: kw.get("x") is not None and self.pick(x, y, kw["x"], kw["y"], spans, sub))
-        self._streams = getattr(self, "_streams", []) + [box, lasso, tap]
+        self._streams += [box, lasso, tap]
         return grey * top * self._star_marker(x, y)
+
+    def _reset_streams(self):
+        """Fresh streams for a new set of plots; the previous plots' streams stop watching
+        the page (else every replaced plot would still be re-rendered on each change)."""
+        for s in self._streams:
+            if hasattr(s, "unwatch"):
+                s.unwatch()
+            s.clear()
+        self._version_stream = hv.streams.Params(self, ["view_version"])
+        self._star_stream = hv.streams.Params(self, ["star"])
+        self._streams = [self._version_stream, self._star_stream]
 
     @param.depends("color_by", "cmap", "split")
     def plots(self):
         if not self.filter_mask().any():
             return pn.pane.Alert("No star passes the current filters.", alert_type="warning")
-        self._streams = []
+        self._reset_streams()
         kiel = self.plane(KIEL, title="Kiel diagram")
         if self.split == "none":
             chem = [self.plane(CHEM, title="[α/M] vs [M/H]")]

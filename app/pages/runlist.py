@@ -68,7 +68,23 @@ class SourceTab(pn.viewable.Viewer):
 
     @param.depends("source", watch=True)
     def _show(self):
-        self._holder[:] = [self.page_for(self.source)]
+        """Show the page of the current source; in a served session the holder shows a
+        loading spinner first (the page is built on the next tick, after the spinner has
+        reached the browser)."""
+        source = self.source
+
+        def build():
+            try:
+                self._holder[:] = [self.page_for(source)]
+            finally:
+                self._holder.loading = False
+
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None and self._holder[:]:
+            self._holder.loading = True
+            doc.add_next_tick_callback(build)
+        else:
+            build()
 
     def __panel__(self):
         return pn.Column(pn.widgets.Select.from_param(self.param.source, label=self.source_label, width=560,

@@ -137,6 +137,12 @@ class SpectraPage(pn.viewable.Viewer):
         a, b = WINDOWS[self.window]
         return (self.wave >= a) & (self.wave <= b)
 
+    def x_range(self) -> tuple[float, float]:
+        """The wavelength range shown: the window's, or the whole grid."""
+        if self.window == FULL:
+            return float(np.nanmin(self.wave)), float(np.nanmax(self.wave))
+        return tuple(float(v) for v in WINDOWS[self.window])
+
     def spectrum_data(self):
         """(wave, observed, error, model, normalised residual) of the current star in the
         current window (arrays; residual NaN on bad pixels)."""
@@ -167,7 +173,7 @@ class SpectraPage(pn.viewable.Viewer):
     def spectrum_plot(self):
         w, obs, err, mod, res = self.spectrum_data()
         opts = dict(responsive=True, height=300, xlabel="wavelength [Å]", show_grid=True,
-                    default_tools=TOOLS)
+                    default_tools=TOOLS, active_tools=["pan"], xlim=self.x_range(), framewise=True)
         layers = []
         if err is not None:
             band = np.where(np.isfinite(err), err, 0.0)
@@ -192,7 +198,7 @@ class SpectraPage(pn.viewable.Viewer):
         w = self.wave[sel]
         j = self.label_names.index(self.label)
         opts = dict(responsive=True, height=240, xlabel="wavelength [Å]", show_grid=True,
-                    default_tools=TOOLS)
+                    default_tools=TOOLS, active_tools=["pan"], xlim=self.x_range(), framewise=True)
         panels = []
         if self.cods is not None and self.label in self.cods:
             cod = (hv.Curve((w, np.asarray(self.cods["full"])[sel]), "wavelength", "COD", label="full").opts(

@@ -13,7 +13,8 @@ from pathlib import Path
 import panel as pn
 import param
 
-from app.components import MessageArea, safe_table
+from app.components import (MessageArea, browser_timezone, duration, local_time, parse_readable, readable,
+                            safe_table)
 from app.pages.runlist import as_state
 from app.pages.training_set import list_training_sets
 from labelcore.errors import LabelcoreError
@@ -30,27 +31,50 @@ SETUP_LABELS = {
 }
 
 
-def parse_value(text: str, default):
-    """A hyper-parameter typed into a text box: JSON (numbers, lists, null, true/false) or a
-    bare word ("cv"); lists become tuples where the default is a tuple."""
-    text = text.strip()
-    if text == "":
+def parse_value(text: str, default, allow_none: bool = False):
+    """A hyper-parameter typed into a text box (:func:`~app.components.parse_readable`:
+    numbers, ``10^0.5``, lists, true/false, a bare word such as "cv"; empty = none where
+    the parameter allows none); lists become tuples where the default is a tuple."""
+    if text.strip() == "" and not allow_none:
         raise ValueError("empty value")
-    try:
-        v = json.loads(text)
-    except json.JSONDecodeError:
-        v = text
+    v = parse_readable(text)
     if isinstance(default, tuple) and isinstance(v, list):
         v = tuple(v)
     return v
 
 
-def _fmt(v) -> str:
-    if isinstance(v, tuple | list):
-        return json.dumps(list(v))
-    if v is None:
-        return "null"
-    return v if isinstance(v, str) else json.dumps(v)
+def _bounds_text(spec) -> str:
+    if spec is None:
+        return ""
+    parts = []
+    if spec.low is not None and spec.high is not None:
+        parts.append(f"from {readable(spec.low)} to {readable(spec.high)}")
+    elif spec.low is not None:
+        parts.append(f"at least {readable(spec.low)}")
+    elif spec.high is not None:
+        parts.append(f"at most {readable(spec.high)}")
+    if spec.choices:
+        parts.append("or " + " / ".join(map(str, spec.choices)))
+    if spec.allow_none:
+        parts.append("empty = none")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def param_widget(name: str, value, spec):
+    """The typed widget of one hyper-parameter, from the method's spec: a checkbox, a
+    choice, a whole-number box with bounds, or a text box for real numbers and grids
+    (written readably: ``10^0.5``); the spec's help and bounds as its description."""
+    doc = (spec.doc if spec is not None else "") + _bounds_text(spec)
+    kind = spec.kind if spec is not None else None
+    if kind == "bool" or isinstance(value, bool):
+        return pn.widgets.Checkbox(label=name, value=bool(value))
+    if kind == "str" and spec.choices:
+        return pn.widgets.Select(label=name, options=list(spec.choices), value=value, description=doc or None)
+    if kind == "int" and not spec.choices and not spec.allow_none and isinstance(value, int):
+        return pn.widgets.IntInput(label=name, value=value, start=None if spec.low is None else int(spec.low),
+                                   end=None if spec.high is None else int(spec.high), description=doc or None)
+    return pn.widgets.TextInput(label=name, value=readable(value), description=doc or None,
+                                placeholder="none" if spec is not None and spec.allow_none else "")
 
 
 class TrainPage(pn.viewable.Viewer):
@@ -96,10 +120,14 @@ class TrainPage(pn.viewable.Viewer):
         self._quick.on_click(lambda e: self.quick_settings())
         self._cancel = pn.widgets.Button(label="Cancel selected", color="warning", width=180, sizing_mode="fixed")
         self._cancel.on_click(lambda e: self.cancel_selected())
-        self._table = safe_table(self.store.table(), selectable="checkbox",
-                                 show_index=False, height=320, sizing_mode="stretch_width",
-                                 formatters={"progress": {"type": "progress", "max": 1.0},
-                                             "seconds": {"type": "money", "precision": 1}},
+        self._delete = pn.widgets.Button(label="Delete selected", color="danger", width=160, sizing_mode="fixed")
+        self._delete.on_click(lambda e: self.delete_selected(confirmed=False))
+        self._confirm_delete = pn.widgets.Button(label="Yes, delete", color="danger", width=140,
+                                                 sizing_mode="fixed", visible=False)
+        self._confirm_delete.on_click(lambda e: self.delete_selected(confirmed=True))
+        self._table = safe_table(self.run_table(), selectable="checkbox",
+                                 show_index=False, height=300, sizing_mode="stretch_width",
+                                 formatters={"progress": {"type": "progress", "max": 1.0}},
                                  hidden_columns=["id"])
         self._log = pn.pane.Str("", styles={"font-size": "11px"}, sizing_mode="stretch_width", max_height=260)
         self._table.param.watch(lambda e: self._show_log(), "selection")
@@ -109,21 +137,13 @@ class TrainPage(pn.viewable.Viewer):
     # ------------------------------------------------------------------ config
     @param.depends("method", watch=True)
     def _build_param_widgets(self):
-        params = method_class(self.method)().get_params()
-        self._param_widgets = {}
-        for k, v in params.items():
-            if isinstance(v, bool):
-                w = pn.widgets.Checkbox(label=k, value=v)
-            elif isinstance(v, int):
-                w = pn.widgets.IntInput(label=k, value=v)
-            elif isinstance(v, float):
-                w = pn.widgets.FloatInput(label=k, value=v)
-            else:
-                w = pn.widgets.TextInput(label=k, value=_fmt(v))
-            self._param_widgets[k] = w
-        quick = ", ".join(f"{k}={v}" for k, v in method_class(self.method).quick_params.items()) or "the defaults"
+        cls = method_class(self.method)
+        params = cls().get_params()
+        spec = getattr(cls, "param_spec", {}) or {}
+        self._param_widgets = {k: param_widget(k, v, spec.get(k)) for k, v in params.items()}
+        quick = ", ".join(f"{k}={readable(v)}" for k, v in cls.quick_params.items()) or "the defaults"
         self._param_box[:] = [pn.pane.Markdown(f"**{self.method} hyper-parameters** (the paper's defaults; "
-                                               f"*Quick settings* sets {quick})"),
+                                               f"*Quick settings* sets {quick}; hover ⓘ for help)"),
                               pn.GridBox(*self._param_widgets.values(), ncols=2)]
         # a method that takes photometry uses it by default (the CNN: Guiglion 2020 section 3.2)
         self.photometry = method_class(self.method).supports(caps.PHOTOMETRY)
@@ -131,7 +151,8 @@ class TrainPage(pn.viewable.Viewer):
     def quick_settings(self):
         """Fill in the method's quick settings (``quick_params``)."""
         for k, v in method_class(self.method).quick_params.items():
-            self._param_widgets[k].value = v
+            w = self._param_widgets[k]
+            w.value = readable(v) if isinstance(w, pn.widgets.TextInput) else v
 
     @param.depends("setup", watch=True)
     def _setup_labels(self):
@@ -141,16 +162,23 @@ class TrainPage(pn.viewable.Viewer):
 
     def hyperparameters(self) -> dict:
         """The hyper-parameters in the widgets, typed as the method's defaults."""
-        defaults = method_class(self.method)().get_params()
+        cls = method_class(self.method)
+        defaults = cls().get_params()
+        spec = getattr(cls, "param_spec", {}) or {}
         out = {}
         for k, w in self._param_widgets.items():
             v = w.value
             if isinstance(w, pn.widgets.TextInput):
                 try:
-                    v = parse_value(v, defaults[k])
+                    v = parse_value(v, defaults[k], allow_none=bool(spec.get(k) and spec[k].allow_none))
                 except ValueError as exc:
                     raise LabelcoreError(f"hyper-parameter {k}: {exc}") from exc
-            if v != defaults[k]:
+            if v is None and isinstance(w, pn.widgets.IntInput):
+                raise LabelcoreError(f"hyper-parameter {k}: empty value")
+            if k in spec:
+                v = spec[k].check(k, v, owner=cls.name)
+            if v != defaults[k] and not (isinstance(v, float) and isinstance(defaults[k], float)
+                                         and abs(v - defaults[k]) <= 1e-12 * abs(defaults[k])):
                 out[k] = v
         return out
 
@@ -210,6 +238,44 @@ class TrainPage(pn.viewable.Viewer):
         self.state.run_submitted(run)
         self.refresh()
         return run
+
+    def run_table(self):
+        """The store's run table as shown: newest first, local start times, readable
+        durations (elapsed so far for a running run)."""
+        df = self.store.table().iloc[::-1].reset_index(drop=True)
+        tz = browser_timezone()
+        df["created"] = [local_time(t, tz) for t in df["created"]]
+        df["seconds"] = [duration(v) for v in df["seconds"]]
+        return df.rename(columns={"created": "started (local)", "seconds": "time"})
+
+    def delete_selected(self, confirmed: bool = False) -> int:
+        """Delete the selected runs and their files (asks first; running runs are refused:
+        cancel them first). Returns how many were deleted."""
+        ids = self.selected_ids()
+        if not ids:
+            self._message.say("Select runs in the table to delete them.", "warning")
+            return 0
+        if not confirmed:
+            self._confirm_delete.visible = True
+            self._message.say("Delete {n} run(s) and all their files (models, curves, catalogues)? This cannot "
+                              "be undone.", "warning", n=len(ids))
+            return 0
+        self._confirm_delete.visible = False
+        done, refused = 0, []
+        for rid in ids:
+            try:
+                self.store.delete(rid)
+                done += 1
+            except LabelcoreError as exc:
+                refused.append(str(exc))
+        if refused:
+            self._message.say("Deleted {n} run(s); not deleted: {why}", "warning", n=done, why="; ".join(refused))
+        else:
+            self._message.say("Deleted {n} run(s).", "success", n=done)
+        self._table.selection = []
+        self.state.check_runs()
+        self.refresh()
+        return done
 
     def selected_ids(self) -> list[str]:
         df = self._table.value
@@ -271,7 +337,7 @@ class TrainPage(pn.viewable.Viewer):
         """Advance the queue and update the table (the periodic callback)."""
         self.queue.poll()
         self._list_saved_sets()
-        df = self.store.table()
+        df = self.run_table()
         if not df.equals(self._table.value):   # redraw only what changed (no flicker, selection kept)
             sel = self.selected_ids()
             self._table.value = df
@@ -327,8 +393,8 @@ class TrainPage(pn.viewable.Viewer):
     def __panel__(self):
         self.start()
         return pn.Row(self.controls(),
-                      pn.Column(self._message, self._param_box, pn.layout.Divider(),
-                                pn.pane.Markdown("### Runs"), self._table, pn.Row(self._cancel, self._predict),
-                                pn.pane.Markdown("**Log** of the selected run"), self._log,
-                                sizing_mode="stretch_width"),
+                      pn.Column(self._message, pn.pane.Markdown("### Runs"), self._table,
+                                pn.Row(self._cancel, self._predict, self._delete, self._confirm_delete),
+                                pn.pane.Markdown("**Log** of the selected run"), self._log, pn.layout.Divider(),
+                                self._param_box, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")

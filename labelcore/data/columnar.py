@@ -112,15 +112,35 @@ class ColumnTable:
     def is_categorical(self, name: str) -> bool:
         return name in self._categorical
 
+    def _arrow(self, name: str):
+        """A column as a pyarrow array (compact for text), read once."""
+        key = f"a:{name}"
+        if key not in self._cache:
+            if name not in self.columns:
+                raise ValidationError(f"the catalogue has no column {name!r}")
+            self._cache[key] = self._file.read(columns=[name], use_pandas_metadata=False).column(0)
+        return self._cache[key]
+
     def rows(self, index, columns=None) -> pd.DataFrame:
         """The rows at positions ``index`` (sorted or not; at most a few thousand), all
-        columns or ``columns``. A Parquet source reads only the row groups holding them."""
+        columns or ``columns``. From a Parquet source, a few rows (the star inspector)
+        are read from the row groups holding them; more rows (the selection table) are
+        taken from columns read once and cached (floats as float32, for display)."""
         index = np.asarray(index, np.int64)
         cols = list(columns) if columns is not None else self.columns
         if self.frame is not None:
             return self.frame.iloc[index][cols].reset_index(drop=True)
         if index.size == 0:
             return self._file.schema_arrow.empty_table().select(cols).to_pandas()
+        if index.size > 16 and columns is not None:
+            out = {}
+            for c in cols:
+                t = self._types[c]
+                if pa.types.is_floating(t):
+                    out[c] = self.column(c)[index]
+                else:
+                    out[c] = self._arrow(c).take(pa.array(index)).to_pandas()
+            return pd.DataFrame(out)
         md = self._file.metadata
         starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
         groups = np.unique(np.searchsorted(starts, index, side="right") - 1)

@@ -296,15 +296,24 @@ class RunStore:
         return Run(p)
 
     def table(self) -> pd.DataFrame:
-        """One row per run: id, name, method, state, fraction, message, times."""
+        """One row per run: id, name, method, state, fraction, message, times (``created``
+        ISO 8601 UTC; ``seconds`` the run time, for a running run the time since it
+        started)."""
         rows = []
+        now = pd.Timestamp.now(tz="UTC")
         for r in self.runs():
             st, cfg = r.status(), r.config
+            secs = st.get("seconds")
+            if secs is None and st.get("state") == "running" and st.get("started"):
+                try:
+                    secs = max(0.0, (now - pd.Timestamp(st["started"])).total_seconds())
+                except (ValueError, TypeError):
+                    secs = None
             rows.append({"id": r.id, "name": cfg.get("name"), "task": cfg.get("task", "train"),
                          "method": cfg["method"],
                          "state": st.get("state"), "progress": float(st.get("fraction", 0.0)),
                          "message": st.get("error") or st.get("message", ""),
-                         "created": st.get("created"), "seconds": st.get("seconds")})
+                         "created": st.get("created"), "seconds": secs})
         cols = ["id", "name", "task", "method", "state", "progress", "message", "created", "seconds"]
         return pd.DataFrame(rows, columns=cols)
 

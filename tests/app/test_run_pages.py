@@ -25,6 +25,10 @@ def test_parse_value():
     assert parse_value("8", "cv") == 8
     assert parse_value("[1, 10]", (1.0, 3.0)) == (1, 10)
     assert parse_value("null", None) is None
+    assert parse_value("[1, 10^0.5, 10]", (1.0,)) == (1, 10 ** 0.5, 10)
+    assert parse_value("", None, allow_none=True) is None
+    with pytest.raises(ValueError, match="not a number"):
+        parse_value("[1, 2", (1.0,))
     with pytest.raises(ValueError):
         parse_value("  ", 1)
 
@@ -36,7 +40,7 @@ def test_train_page_launches_watches_and_refuses_bad_settings(tmp_path):
     assert page._param_widgets["n_folds"].value == 5            # SLAM's paper default
     page.method = "Lux"
     assert set(page._param_widgets) == set(Lux().get_params())
-    assert page._param_widgets["omega_grid"].value == "[0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]"
+    assert page._param_widgets["omega_grid"].value == "[0.01, 0.1, 1, 10, 100, 1000]"
     # a typo in a hyper-parameter: nothing is launched, the message names it
     page._param_widgets["n_latent"].value = ""
     assert page.launch() is None
@@ -303,3 +307,48 @@ def test_training_set_page_from_a_spectra_file_and_a_label_table(tmp_path, write
     assert path.name == "lamost_zhang2020_lamost_apogee"
     page.match_on = "source_id"              # LAMOST obsids are not Gaia ids: nothing matches, and it says so
     assert page.build() is None and "cross-match on 'source_id' found no common star" in page._message.text
+
+
+def test_train_form_is_built_from_the_spec_with_readable_numbers():
+    from app.components import duration, local_time, readable
+    from app.pages.train import param_widget
+    from labelcore.methods import SLAM, method_class
+
+    assert readable(10 ** 0.5) == "10^0.5" and readable(0.001) == "0.001" and readable(1e-7) == "1e-07"
+    assert readable((1.0, 10 ** 0.5, 10.0)) == "[1, 10^0.5, 10]" and readable(None) == "" and readable(True) == "true"
+    assert duration(4.23) == "4.2 s" and duration(185) == "3 min 05 s" and duration(None) == ""
+    assert local_time("2026-12-01T15:48:24+00:00", "Europe/Berlin") == "2026-12-01 16:48:24"
+    page = TrainPage(AppState(store=RunStore(__import__("tempfile").mkdtemp())))
+    for name in ("SLAM", "Lux", "CNN", "Cannon"):
+        page.method = name
+        cls = method_class(name)
+        for k, w in page._param_widgets.items():
+            spec = cls.param_spec.get(k)
+            assert spec is not None, f"{name}.{k} has no spec"
+            if isinstance(w, pn.widgets.TextInput):
+                assert "3.1622776601683795" not in w.value and w.description.startswith(spec.doc)
+            if isinstance(w, pn.widgets.IntInput) and spec.high is not None:
+                assert (w.start, w.end) == (spec.low, spec.high)
+        assert page.hyperparameters() == {}                     # the defaults read back as the defaults
+    w = param_widget("n_folds", 5, SLAM.param_spec["n_folds"])
+    assert isinstance(w, pn.widgets.IntInput) and w.start == SLAM.param_spec["n_folds"].low
+
+
+def test_runs_are_listed_newest_first_with_local_times_and_can_be_deleted(finished_runs, tmp_path):
+    import shutil
+
+    store = RunStore(tmp_path / "runs")
+    for m in ("Lux", "SLAM"):
+        shutil.copytree(finished_runs[m].path, store.root / finished_runs[m].id)
+    page = TrainPage(AppState(store=store, queue=JobQueue(store)))
+    df = page._table.value
+    assert list(df["id"]) == sorted(df["id"], reverse=True)
+    assert all(len(t) == 19 and "T" not in t for t in df["started (local)"])
+    assert all(t.endswith(" s") for t in df["time"])
+    page._table.selection = [0]
+    gone = df["id"].iloc[0]
+    assert page.delete_selected() == 0 and page._confirm_delete.visible     # asks first
+    assert (store.root / gone).exists()
+    assert page.delete_selected(confirmed=True) == 1
+    assert not (store.root / gone).exists() and list(page._table.value["id"]) == [df["id"].iloc[1]]
+    assert "Deleted 1 run" in page._message.text

@@ -60,7 +60,23 @@ def test_line_windows_and_dependence_spectra(setup):
     sel = (te.wave >= 8522) & (te.wave <= 8562)
     np.testing.assert_allclose(cod_overlay.get(1).dimension_values(1), cods["logg"][sel])
     np.testing.assert_allclose(deriv.dimension_values(1), lux.derivative_spectra()[1, sel])
+    # the rendered figures show the window: their x-range is the window's, and the wheel
+    # does not zoom (pan is the active drag, no active scroll)
+    import holoviews as hv
+
+    from app import figures
+
+    figures.install()
+    for layout in (plot.object, page.spectrum_plot()[1].object):
+        fig = hv.render(layout, backend="bokeh")
+        figs = [c for row in fig.children for c in (row if isinstance(row, tuple) else [row])
+                if hasattr(c, "x_range")]
+        assert figs and all((f.x_range.start, f.x_range.end) == (8522.0, 8562.0) for f in figs)
+        assert all(f.toolbar.active_scroll is None for f in figs)
     page.window = FULL
+    fig = hv.render(page.spectrum_plot()[1].object, backend="bokeh")
+    f0 = [c for row in fig.children for c in (row if isinstance(row, tuple) else [row]) if hasattr(c, "x_range")][0]
+    assert (f0.x_range.start, f0.x_range.end) == (te.wave.min(), te.wave.max())   # reset to the whole grid
 
 
 def test_bad_input_is_refused(setup):

@@ -1,0 +1,265 @@
+"""The Catalogue tab on catalogues of millions of stars, measured in one run.
+
+    python benchmarks/bench_explorer.py [--sizes 1000000,10000000] [--browser]
+
+For each size, writes a Parquet catalogue of that many stars (Kiel-like labels, components
+and phases, S/N, errors, ids; row groups of 1M) and times, each in a fresh process (so
+compile and cache costs of the first view count, as for a user's first session):
+
+* ``open``: reading the columns the page needs and building it;
+* ``first render``: the Kiel and [alpha/M]-[M/H] planes aggregated and turned into Bokeh
+  models (what the server does before the browser can draw);
+* ``zoom`` / ``pan``: one plane re-aggregated on a new x/y range (the RangeXY event the
+  browser sends), median of 5;
+* ``colour``: colour by [M/H] instead of density, both planes re-rendered;
+* ``box``/``lasso``: a selection and both planes updated;
+* ``filter``: the halo component switched off.
+
+With ``--browser`` it also serves the app on the 10M (largest) catalogue
+(``LABELCORE_CATALOGUE``) and measures in Debian's chromium the time from navigation to
+both planes painted, and from a wheel-zoom to the new image. Prints seconds and the
+ratios to the targets (first render 5 s, interactions 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"first render": 5.0, "zoom": 1.0, "pan": 1.0, "colour": 1.0, "box": 1.0, "lasso": 1.0, "filter": 1.0}
+
+
+def write_catalogue(path: Path, n: int, seed: int = 0) -> None:
+    """A Kiel-like catalogue of ``n`` stars (dwarfs and giants, three components)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer = None
+    step = 1_000_000
+    for a in range(0, n, step):
+        m = min(step, n - a)
+        giant = rng.random(m) < 0.45
+        teff = np.where(giant, rng.normal(4700, 300, m), rng.normal(5700, 600, m)).astype(np.float32)
+        logg = np.where(giant, 2.5 + (teff - 4700) / 600 + rng.normal(0, 0.4, m),
+                        4.4 - (teff - 5700) / 3000 + rng.normal(0, 0.15, m)).astype(np.float32)
+        comp = rng.choice(3, m, p=[0.8, 0.17, 0.03])
+        m_h = (np.array([-0.1, -0.55, -1.4])[comp] + rng.normal(0, [0.25, 0.3, 0.45][0], m)).astype(np.float32)
+        alpha = (np.where(comp == 0, 0.03, 0.25) - 0.05 * m_h + rng.normal(0, 0.04, m)).astype(np.float32)
+        ids = pc.binary_join_element_wise("SYN", pc.cast(pa.array(np.arange(a, a + m)), pa.string()), "")
+        cols = {
+            "id": ids, "source_id": pa.array(np.arange(a, a + m, dtype=np.int64) + 4 * 10 ** 15),
+            "teff": teff, "logg": logg, "m_h": m_h, "alpha_m": alpha,
+            "teff_err": rng.uniform(40, 150, m).astype(np.float32), "logg_err": rng.uniform(0.05, 0.3, m).astype(
+                np.float32), "m_h_err": rng.uniform(0.02, 0.1, m).astype(np.float32),
+            "alpha_m_err": rng.uniform(0.01, 0.05, m).astype(np.float32),
+            "component": pa.DictionaryArray.from_arrays(pa.array(comp.astype(np.int8)),
+                                                        pa.array(["thin", "thick", "halo"])),
+            "phase": pa.DictionaryArray.from_arrays(pa.array(np.where(giant, 2, 0).astype(np.int8)),
+                                                    pa.array(["ms", "sgb", "rgb", "rc", "agb"])),
+            "snr": rng.lognormal(np.log(60), 0.6, m).astype(np.float32),
+            "ra": rng.uniform(0, 360, m), "dec": rng.uniform(-90, 90, m),
+            "g": rng.uniform(8, 17, m).astype(np.float32),
+        }
+        t = pa.table(cols)
+        if writer is None:
+            writer = pq.ParquetWriter(path, t.schema)
+        writer.write_table(t)
+    writer.close()
+
+
+def child(path: str) -> dict:
+    """All timings on one catalogue, in this (fresh) process."""
+    import holoviews as hv
+
+    sys.path.insert(0, str(ROOT))
+    from app.pages.catalogue import CataloguePage
+
+    res = {}
+    t = time.perf_counter()
+    page = CataloguePage(path)
+    res["open"] = time.perf_counter() - t
+
+    def render():
+        lay = page.plots().object
+        hv.render(lay, backend="bokeh")
+        return lay
+
+    t = time.perf_counter()
+    lay = render()
+    res["first render"] = time.perf_counter() - t
+    kiel = lay[0]
+    # the RangeXY streams of the Kiel plane's rasterize operations (what a zoom triggers)
+    rxy = [s for s in _range_streams(kiel)]
+    zooms, pans = [], []
+    for i in range(5):
+        w = 1500 / (i + 1)
+        t = time.perf_counter()
+        for s in rxy:
+            s.event(x_range=(4200 - w / 2, 4200 + w / 2), y_range=(1.0, 3.5))
+        kiel[()]
+        zooms.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for s in rxy:
+            s.event(x_range=(4300 - w / 2 + 50 * i, 4300 + w / 2 + 50 * i), y_range=(1.2, 3.7))
+        kiel[()]
+        pans.append(time.perf_counter() - t)
+    res["zoom"], res["pan"] = statistics.median(zooms), statistics.median(pans)
+    t = time.perf_counter()
+    page.color_by = "m_h"
+    render()
+    res["colour"] = time.perf_counter() - t
+    page.color_by = "density"
+    lay = render()
+    t = time.perf_counter()
+    page.select_box("teff", "logg", (4000, 1.0, 5200, 3.2))
+    for el in lay:
+        el[()]
+    res["box"] = time.perf_counter() - t
+    t = time.perf_counter()
+    page.select_lasso("m_h", "alpha_m", [(-1, 0), (0.2, 0), (0.2, 0.35), (-0.4, 0.35), (-1, 0.2)])
+    for el in lay:
+        el[()]
+    res["lasso"] = time.perf_counter() - t
+    t = time.perf_counter()
+    page.components = ["thin", "thick"]
+    for el in lay:
+        el[()]
+    res["filter"] = time.perf_counter() - t
+    res["selected"] = page.n_selected
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def _range_streams(dmap):
+    """The RangeXY streams feeding a (nested) DynamicMap's rasterize operations."""
+    import holoviews as hv
+
+    seen, out, todo = set(), [], [dmap]
+    while todo:
+        d = todo.pop()
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        for s in getattr(d, "streams", []):
+            if isinstance(s, hv.streams.RangeXY):
+                out.append(s)
+        cb = getattr(d, "callback", None)
+        for inp in getattr(cb, "inputs", []) or []:
+            todo.append(inp)
+    return out
+
+
+def browser(path: Path) -> dict:
+    """First paint of both planes and a wheel zoom in chromium on the served app."""
+    import socket
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, LABELCORE_CATALOGUE=str(path))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "panel"), "serve", str(ROOT / "app" / "main.py"),
+                             "--address", "127.0.0.1", "--port", str(port), "--allow-websocket-origin",
+                             f"127.0.0.1:{port}"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/main"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url.replace("/main", "/"), timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        out = {}
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+            for visit in ("first session", "second session"):
+                pg = b.new_page(viewport={"width": 1500, "height": 1100})
+                t = time.perf_counter()
+                pg.goto(url, wait_until="domcontentloaded", timeout=300_000)
+                pg.wait_for_selector("text=Colour by", timeout=300_000)
+                while pg.locator("canvas").count() < 2:
+                    time.sleep(0.05)
+                out[f"browser: {visit} painted"] = time.perf_counter() - t
+                time.sleep(2)
+                box = pg.locator("canvas").first.bounding_box()
+                before = pg.locator("canvas").first.screenshot()
+                pg.locator('[title="Wheel Zoom"]').first.click()
+                pg.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+                t = time.perf_counter()
+                pg.mouse.wheel(0, -400)
+                deadline = time.time() + 30
+                # the server's new image arrives when the canvas changes again after the zoom
+                time.sleep(0.05)
+                first = pg.locator("canvas").first.screenshot()
+                while time.time() < deadline:
+                    now = pg.locator("canvas").first.screenshot()
+                    if now != first and now != before:
+                        break
+                    time.sleep(0.05)
+                out[f"browser: {visit} wheel zoom"] = time.perf_counter() - t
+                pg.close()
+            b.close()
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--browser", action="store_true")
+    ap.add_argument("--child")
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child)))
+        return
+    sizes = [int(s) for s in a.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as d:
+        rows = {}
+        for n in sizes:
+            path = Path(d) / f"catalogue_{n}.parquet"
+            t = time.perf_counter()
+            write_catalogue(path, n)
+            print(f"{n:,} stars written in {time.perf_counter() - t:.1f} s ({path.stat().st_size / 1e6:.0f} MB)",
+                  flush=True)
+            r = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
+                               cwd=ROOT)
+            if r.returncode:
+                sys.exit(r.stderr[-3000:])
+            rows[n] = json.loads(r.stdout.strip().splitlines()[-1])
+            if a.browser and n == max(sizes):
+                rows[n].update(browser(path))
+        keys = [k for k in rows[sizes[0]] if k not in ("selected", "peak_rss_mb")]
+        for n in sizes:
+            keys += [k for k in rows[n] if k not in keys and k not in ("selected", "peak_rss_mb")]
+        print(f"\n{'seconds':30s}" + "".join(f"{n:>14,}" for n in sizes) + "   target   ratio(largest)")
+        for k in keys:
+            vals = [rows[n].get(k) for n in sizes]
+            tgt = TARGETS.get(k.replace("browser: first session ", "").replace("browser: second session ", "")
+                              .replace("painted", "first render").replace("wheel zoom", "zoom"))
+            line = f"{k:30s}" + "".join(f"{v:14.2f}" if v is not None else f"{'-':>14s}" for v in vals)
+            if tgt and vals[-1] is not None:
+                line += f"   {tgt:6.1f}   {vals[-1] / tgt:5.2f}"
+            print(line)
+        print(f"{'peak memory [MB]':30s}" + "".join(f"{rows[n]['peak_rss_mb']:14.0f}" for n in sizes))
+
+
+if __name__ == "__main__":
+    main()
