@@ -188,3 +188,12 @@ def browser_timezone() -> str | None:
     """The browser's time zone in a served session (Panel's browser info), else None."""
     info = getattr(pn.state, "browser_info", None)
     return getattr(info, "timezone", None) if info is not None else None
+
+
+def plot_grid(elements, ncols: int = 1, linked_axes: bool = True):
+    """HoloViews elements side by side, each in its own pane with its own toolbar, so that
+    every plot's save tool works (Bokeh's merged toolbar of a grid saves nothing). With
+    ``linked_axes`` Panel links the axes the plots share (spectrum and residuals zoom
+    together)."""
+    return pn.GridBox(*[pn.pane.HoloViews(e, sizing_mode="stretch_width", linked_axes=linked_axes)
+                        for e in elements], ncols=ncols, sizing_mode="stretch_width")

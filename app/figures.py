@@ -43,7 +43,8 @@ def figure_name(title) -> str:
     when it has none."""
     import re
 
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", str(title or "")).strip("-").lower()
+    text = str(title or "").replace("α", "alpha").replace("σ", "sigma").replace("χ", "chi")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
     return f"labelcore-{slug[:60] or 'figure'}"
 
 

@@ -15,7 +15,7 @@ import panel as pn
 
 from app import figures
 from app.components import template
-from app.pages.catalogue import CatalogueTab
+from app.pages.catalogue import CatalogueTab, warm_up
 from app.pages.compare import ComparePage
 from app.pages.curves import LearningCurvesPage
 from app.pages.spectra import SpectraTab
@@ -27,6 +27,7 @@ from labelcore import settings
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 figures.install()
 
+warm_up()        # once per process (``panel serve --warm`` does it before the first visitor)
 state = AppState(survey_dir=str(survey_path()))
 _own = settings.catalogue_path()
 catalogue = CatalogueTab(_own or survey_path() / "catalogue.parquet", state,
@@ -51,4 +52,24 @@ tabs = pn.Tabs(("Catalogue", catalogue),
                ("Compare", compare),
                dynamic=True)
 state.start()
+
+
+def keep_view_in_url():
+    """The view in the page's URL, so that it can be bookmarked and shared: the tab, the
+    catalogue shown with its colouring, filters and inspected star, and the runs chosen on
+    Learning curves and Compare (``?tab=4&run=...``)."""
+    loc = pn.state.location
+    if loc is None:
+        return
+    loc.sync(tabs, {"active": "tab"})
+    loc.sync(catalogue, {"source": "catalogue"})
+    survey_page = catalogue.page_for("survey")
+    if hasattr(survey_page, "star_ref"):
+        loc.sync(survey_page, {"color_by": "colour", "cmap": "cmap", "components": "components",
+                               "phases": "phases", "min_snr": "min_snr", "split": "split", "star_ref": "star"})
+    loc.sync(curves, {"run": "run"})
+    loc.sync(compare, {"runs": "compare", "label": "label"})
+
+
+keep_view_in_url()
 template("labelcore", main=[tabs], header=[figures.header_links()]).servable(title="labelcore")

@@ -28,10 +28,10 @@ from bokeh.models import NumberFormatter, PrintfTickFormatter
 from holoviews.operation.datashader import rasterize
 
 from app import selection as geom
-from app.components import MessageArea, escape, label_title, run_choices, safe_table, template
+from app.components import MessageArea, escape, label_title, plot_grid, run_choices, safe_table, template
 from app.pages.runlist import SourceTab, as_state
 from labelcore import settings
-from labelcore.data.columnar import ColumnTable
+from labelcore.data.columnar import ColumnTable, shared_table
 
 hv.extension("bokeh", logo=False)
 
@@ -55,6 +55,24 @@ NEED = ["teff", "logg", "m_h", "alpha_m"]
 CONFIRM_ROWS = 1_000_000
 #: rows of the selection table
 TABLE_ROWS = 200
+
+
+_WARM = {"done": False}
+
+
+def warm_up() -> None:
+    """Compile datashader's aggregations once per process (count, and the mean-and-count
+    summary of colouring by a column) on a few points, so that no user's first view or
+    first colour change pays the compilation (~2 s). ``panel serve --warm`` runs it at
+    server start."""
+    if _WARM["done"]:
+        return
+    _WARM["done"] = True
+    pts = pd.DataFrame({"x": np.linspace(0, 1, 64, dtype=np.float32), "y": np.linspace(0, 1, 64, dtype=np.float32),
+                        "c": np.linspace(0, 1, 64, dtype=np.float32)})
+    cvs = ds.Canvas(plot_width=8, plot_height=8, x_range=(0, 1), y_range=(0, 1))
+    cvs.points(pts, "x", "y", ds.count())
+    cvs.points(pts, "x", "y", ds.summary(c=ds.mean("c"), count=ds.count()))
 
 
 def column_unit(name: str) -> str:
@@ -115,9 +133,15 @@ class CataloguePage(pn.viewable.Viewer):
     view_version = param.Integer(default=0, doc="goes up when the filters or the selection change")
     star = param.Integer(default=None, allow_None=True, doc="table row of the inspected star")
     n_selected = param.Integer(default=0)
+    star_ref = param.String(default="", doc="id of the inspected star (kept in the page's URL)")
 
     def __init__(self, table, title: str = "Catalogue", inspector=None, **params):
-        self.data = table if isinstance(table, ColumnTable) else ColumnTable(table)
+        if isinstance(table, ColumnTable):
+            self.data = table
+        elif isinstance(table, pd.DataFrame):
+            self.data = ColumnTable(table)
+        else:                            # a Parquet file: shared by every session of the process
+            self.data = shared_table(table)
         miss = [c for c in NEED if c not in self.data.numeric]
         if miss:
             raise ValueError(f"catalogue table lacks columns {miss}")
@@ -126,6 +150,7 @@ class CataloguePage(pn.viewable.Viewer):
         self._sel = None                      # boolean mask over the table, None = nothing selected
         self._filter_cache = None
         self._frames: dict = {}
+        self._frames_static: dict = {}
         self._version_stream = self._star_stream = None
         self._streams = []
         self.messages = MessageArea()
@@ -168,8 +193,12 @@ class CataloguePage(pn.viewable.Viewer):
             for name, col in (("components", "component"), ("phases", "phase")):
                 if d.has(col):
                     codes, cats = d.categories(col)
-                    keep = [cats.index(v) for v in (getattr(self, name) or []) if v in cats]
-                    m &= np.isin(codes, keep)
+                    chosen = set(getattr(self, name) or [])
+                    if chosen >= set(cats):
+                        continue
+                    keep = np.zeros(len(cats) + 1, bool)       # the last entry: missing (code -1)
+                    keep[[i for i, c in enumerate(cats) if c in chosen]] = True
+                    m &= keep[codes]
             if self.min_snr > 0 and self.snr_column:
                 s = d.column(self.snr_column)
                 with np.errstate(invalid="ignore"):
@@ -194,11 +223,26 @@ class CataloguePage(pn.viewable.Viewer):
         """The selected stars as a DataFrame (all columns; for small catalogues and tests)."""
         return self.data.rows(np.flatnonzero(self.selection_mask()))
 
+    def _on_plane(self, spec) -> np.ndarray:
+        """Stars with both coordinates of a plane (the others cannot be drawn on it)."""
+        key = f"plane:{spec[0]}:{spec[1]}"
+        if key not in self._frames_static:
+            self._frames_static[key] = np.isfinite(self.data.column(spec[0])) & np.isfinite(self.data.column(spec[1]))
+        return self._frames_static[key]
+
+    def plane_counts(self) -> dict[str, int]:
+        """Selected (or, with nothing selected, shown) stars on each plane."""
+        m = self.selection_mask()
+        return {"Kiel diagram": int((m & self._on_plane(KIEL)).sum()),
+                "[α/M]–[M/H]": int((m & self._on_plane(CHEM)).sum())}
+
     def counts_text(self) -> str:
         n_shown = int(self.filter_mask().sum())
         text = f"**{n_shown:,}** of {self.data.n:,} stars shown"
         if self.has_selection:
-            text += f" · **{self.n_selected:,} selected**"
+            per = self.plane_counts()
+            text += (f" · **{self.n_selected:,} selected**: "
+                     + ", ".join(f"{v:,} on the {k}" for k, v in per.items()))
         return text
 
     def panels(self, df) -> list[tuple[str, pd.DataFrame]]:
@@ -260,9 +304,23 @@ class CataloguePage(pn.viewable.Viewer):
             self.inspect(row)
         return row
 
+    @param.depends("star_ref", watch=True)
+    def _star_ref_changed(self):
+        """A star named in the URL (or typed): inspect it if it is another one."""
+        ref = (self.star_ref or "").strip()
+        if not ref or ref == self.star_id():
+            return
+        for c in ("id", "star_id", "obs_id", "source_id"):
+            row = self.data.find(c, ref)
+            if row is not None:
+                self.inspect(row)
+                return
+        self.messages.say("No star {ref} in this catalogue.", "warning", ref=ref)
+
     def inspect(self, row: int) -> None:
         """Show the star at table row ``row`` in the inspector and mark it on the planes."""
         self.star = int(row)
+        self.star_ref = self.star_id(int(row)) or ""
         if self.inspector is None:
             info = self.data.rows([row], [c for c in ("id", *NEED) if self.data.has(c)]).iloc[0]
             body = pn.pane.Markdown("  \n".join(f"**{escape(k)}**: {escape(v)}" for k, v in info.items()))
@@ -421,8 +479,9 @@ class CataloguePage(pn.viewable.Viewer):
         else:
             chem = [self.plane(CHEM, sub=(col, lo, hi), title=f"[α/M] vs [M/H], {t}")
                     for t, col, lo, hi in SPLITS[self.split]]
-        return pn.pane.HoloViews(hv.Layout([kiel, *chem]).cols(2), sizing_mode="stretch_width",
-                                 linked_axes=False)
+        self.planes = [kiel, *chem]
+        # one pane per plane (not a Bokeh grid): each keeps its own toolbar and save tool
+        return plot_grid(self.planes, ncols=2, linked_axes=False)
 
     @param.depends("view_version")
     def _counts(self):

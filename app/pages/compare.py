@@ -17,7 +17,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.components import COLORS, TOOLS, run_choices, safe_table
+from app.components import COLORS, TOOLS, plot_grid, run_choices, safe_table
 from app.pages.runlist import RunListViewer
 from labelcore.constants import SNR_BINS
 from labelcore.evaluate import bias_scatter, snr_bin_labels
@@ -130,7 +130,7 @@ class ComparePage(RunListViewer):
             title=f"{self.label}: residual against S/N", logx=True, legend_position="top_right",
             responsive=True, height=420, show_grid=True, default_tools=TOOLS)
         parts = [pn.pane.Alert(m, alert_type="warning") for m in msgs]
-        return pn.Column(*parts, pn.pane.HoloViews((left + right).cols(2), sizing_mode="stretch_width"),
+        return pn.Column(*parts, plot_grid([left, right], ncols=2, linked_axes=False),
                          sizing_mode="stretch_width")
 
     def wide_table(self) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.components import DROPPED, KEPT, STOPPED, TOOLS, escape, run_choices, run_label, safe_table
+from app.components import DROPPED, KEPT, STOPPED, TOOLS, escape, plot_grid, run_choices, run_label, safe_table
 from app.pages.runlist import RunListViewer
 from labelcore.evaluate import metrics_table
 from labelcore.methods import capabilities as caps
@@ -202,7 +202,7 @@ class LearningCurvesPage(RunListViewer):
         head = pn.pane.Markdown(
             f"**{escape(r.config.get('name'))}** ({escape(r.config['method'])}), {m['n_train']} training and "
             f"{m['n_test']} held-out stars, trained in {m['fit_seconds']:.1f} s. Metrics against {m['truth']}.")
-        plots = pn.pane.HoloViews(hv.Layout(self.plots_for(self.run)).cols(1), sizing_mode="stretch_width")
+        plots = plot_grid(self.plots_for(self.run), linked_axes=False)
         table = safe_table(metrics_table(m), show_index=False, height=300, sizing_mode="stretch_width",
                            groupby=["label"], formatters={"bias": {"type": "money", "precision": 4},
                                                           "scatter": {"type": "money", "precision": 4}})

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from app.components import COLORS, TOOLS, escape, label_title, run_label, safe_table
+from app.components import COLORS, TOOLS, escape, label_title, plot_grid, run_label, safe_table
 from app.state import survey_path
 from labelcore.catalogue import find_observations, star_fit
 from labelcore.errors import LabelcoreError
@@ -170,4 +170,4 @@ class StarInspector:
         if res:
             items.append(hv.Overlay(res).opts(**dict(opts, height=200), ylabel="(obs − model)/σ",
                                               title="Residuals", show_legend=False))
-        return pn.pane.HoloViews(hv.Layout(items).cols(1).opts(shared_axes=True), sizing_mode="stretch_width")
+        return plot_grid(items)

@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 import param
 
-from app.components import TOOLS, escape, label_title, loading, run_choices
+from app.components import TOOLS, escape, label_title, loading, plot_grid, run_choices
 from app.pages.runlist import SourceTab, as_state
 from labelcore.methods import capabilities as caps
 from labelcore.methods import method_class
@@ -189,7 +189,7 @@ class SpectraPage(pn.viewable.Viewer):
                   * hv.HLine(0).opts(color="grey", line_dash="dashed")).opts(
             title="Residuals", ylabel=ylab, **{**opts, "height": 200})
         return pn.Column(pn.pane.Markdown(self.label_text()),
-                         pn.pane.HoloViews((top + bottom).cols(1).opts(shared_axes=True)),
+                         plot_grid([top, bottom]),
                          sizing_mode="stretch_width")
 
     @param.depends("label", "window")
@@ -214,7 +214,7 @@ class SpectraPage(pn.viewable.Viewer):
         if not panels:
             return pn.pane.Alert("No COD (SLAM) or derivative spectra (Lux, The Cannon) for these models.",
                                  alert_type="info")
-        return pn.pane.HoloViews(hv.Layout(panels).cols(1), sizing_mode="stretch_width")
+        return plot_grid(panels)
 
     # ------------------------------------------------------------------ layout
     def controls(self):

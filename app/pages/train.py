@@ -13,8 +13,7 @@ from pathlib import Path
 import panel as pn
 import param
 
-from app.components import (MessageArea, browser_timezone, duration, local_time, parse_readable, readable,
-                            safe_table)
+from app.components import MessageArea, browser_timezone, duration, local_time, parse_readable, readable, safe_table
 from app.pages.runlist import as_state
 from app.pages.training_set import list_training_sets
 from labelcore.errors import LabelcoreError

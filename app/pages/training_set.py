@@ -17,7 +17,7 @@ import numpy as np
 import panel as pn
 import param
 
-from app.components import TOOLS, MessageArea, safe_table
+from app.components import TOOLS, MessageArea, plot_grid, safe_table
 from labelcore.constants import PAPER_LABELS
 from labelcore.data.manifests import list_manifests, load_manifest
 from labelcore.errors import LabelcoreError
@@ -155,7 +155,7 @@ class TrainingSetPage(pn.viewable.Viewer):
         self.ts = ts
         self._save.disabled = False
         self._say("**{n}** spectra × {m} labels. Save it to train on it.", n=len(ts), m=len(ts.labels.names))
-        self._result[:] = [self._counts_table(), pn.pane.HoloViews(self.plots(), sizing_mode="stretch_width")]
+        self._result[:] = [self._counts_table(), plot_grid(list(self.plots()), ncols=2, linked_axes=False)]
         return ts
 
     def save(self):

@@ -28,6 +28,24 @@ FORMATS = ("parquet", "csv", "fits")
 _BATCH = 262_144
 
 
+_SHARED: dict = {}
+
+
+def shared_table(path) -> "ColumnTable":
+    """One :class:`ColumnTable` per Parquet file (and modification time) in this process:
+    every browser session of a served app reads a column once, together."""
+    p = Path(os.fspath(path)).resolve()
+    try:
+        key = (str(p), p.stat().st_mtime_ns)
+    except OSError as exc:
+        raise MissingInputError(f"catalogue {p} does not exist or is not a file") from exc
+    if key not in _SHARED:
+        for k in [k for k in _SHARED if k[0] == key[0]]:
+            del _SHARED[k]
+        _SHARED[key] = ColumnTable(p)
+    return _SHARED[key]
+
+
 class ColumnTable:
     """Columns of a catalogue, read on demand.
 
@@ -112,6 +130,21 @@ class ColumnTable:
     def is_categorical(self, name: str) -> bool:
         return name in self._categorical
 
+    def find(self, name: str, value) -> int | None:
+        """The first row whose column ``name`` equals ``value`` (as text), or None."""
+        import pyarrow.compute as pc
+
+        if name not in self.columns:
+            return None
+        if self.frame is not None:
+            hit = np.flatnonzero(self.frame[name].astype(str).to_numpy() == str(value))
+            return int(hit[0]) if hit.size else None
+        col = self._arrow(name)
+        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+            col = pc.cast(col, pa.string())
+        i = pc.index(col, str(value)).as_py()
+        return None if i is None or i < 0 else int(i)
+
     def _arrow(self, name: str):
         """A column as a pyarrow array (compact for text), read once."""
         key = f"a:{name}"
@@ -132,7 +165,10 @@ class ColumnTable:
             return self.frame.iloc[index][cols].reset_index(drop=True)
         if index.size == 0:
             return self._file.schema_arrow.empty_table().select(cols).to_pandas()
-        if index.size > 16 and columns is not None:
+        md = self._file.metadata
+        starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+        touched = np.unique(np.searchsorted(starts, index, side="right") - 1)
+        if index.size > 16 and columns is not None and len(touched) > 2:
             out = {}
             for c in cols:
                 t = self._types[c]
@@ -141,9 +177,7 @@ class ColumnTable:
                 else:
                     out[c] = self._arrow(c).take(pa.array(index)).to_pandas()
             return pd.DataFrame(out)
-        md = self._file.metadata
-        starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
-        groups = np.unique(np.searchsorted(starts, index, side="right") - 1)
+        groups = touched
         parts, offsets = [], []
         for g in groups:
             parts.append(self._file.read_row_group(int(g), columns=cols))

@@ -18,6 +18,12 @@ def page(small_survey):
     return CataloguePage(small_survey / "catalogue.parquet")
 
 
+def _planes(page):
+    """The HoloViews planes of the page's current plots."""
+    grid = page.plots()
+    return [p.object for p in grid]
+
+
 def _layers(plot):
     """(grey, selected, star) elements of a plane after rendering."""
     hv.render(plot, backend="bokeh")
@@ -30,7 +36,7 @@ def test_page_builds_and_offers_columns(page, small_survey):
     assert set(page.components) == {"thin", "thick", "halo"}
     assert page.snr_column and page.snr_column.startswith("snr")
     assert isinstance(page.__panel__(), pn.Row)
-    assert isinstance(page.plots(), pn.pane.HoloViews)
+    assert isinstance(page.plots(), pn.GridBox)
     # an in-memory table gives the same page
     mem = CataloguePage(load_catalogue(str(small_survey)))
     assert mem.data.n == page.data.n and mem.components == page.components
@@ -38,7 +44,7 @@ def test_page_builds_and_offers_columns(page, small_survey):
 
 def test_colour_bar_titles_units_and_hover(page):
     page.color_by = "teff"
-    kiel = page.plots().object[0]
+    kiel = _planes(page)[0]
     fig = hv.render(kiel, backend="bokeh")
     bars = [r for r in fig.right if type(r).__name__ == "ColorBar"]
     assert bars and bars[0].title == "mean Teff [K]" and bars[0].formatter.format == "%d"
@@ -63,7 +69,7 @@ def test_filters_and_counts(page):
 
 
 def test_a_box_on_the_kiel_diagram_selects_in_every_plane(page):
-    kiel, chem = page.plots().object
+    kiel, chem = _planes(page)
     page.select_box("teff", "logg", (4000, 1.0, 5000, 3.0))
     df = page.filtered()
     truth = df["teff"].between(4000, 5000) & df["logg"].between(1.0, 3.0)
@@ -109,7 +115,7 @@ def test_selection_geometry_edge_cases():
 
 def test_split_panels_select_within_their_bin(page):
     page.split = "giants / dwarfs"
-    layout = page.plots().object
+    layout = _planes(page)
     assert len(layout) == 3                       # Kiel diagram + two [alpha/M]-[M/H] panels
     page.select_box("m_h", "alpha_m", (-1, 0, 0.5, 0.4), sub=("logg", -np.inf, 3.5))
     assert (page.selected()["logg"] < 3.5).all()
@@ -123,7 +129,7 @@ def test_split_panels_select_within_their_bin(page):
     assert all(p["teff"].between(lo, hi, inclusive="left").all()
                for (_, p), (_, _, lo, hi) in zip(parts, SPLITS["Teff bins"], strict=True))
     page.split = "none"
-    assert len(page.plots().object) == 2
+    assert len(_planes(page)) == 2
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "fits"])
@@ -164,7 +170,7 @@ def test_tap_picks_the_nearest_star_and_marks_it(page):
     r = df.iloc[123]
     row = page.pick("teff", "logg", float(r["teff"]) + 1.0, float(r["logg"]), (3700.0, 5.6))
     assert row is not None and page.star_id(row) == r["id"]
-    kiel = page.plots().object[0]
+    kiel = _planes(page)[0]
     *_, star = _layers(kiel)
     assert star.array().tolist() == [[pytest.approx(r["teff"], rel=1e-6), pytest.approx(r["logg"], rel=1e-6)]]
     assert page.pick("teff", "logg", 20000.0, 20.0, (3700.0, 5.6)) is None

@@ -55,8 +55,7 @@ def test_line_windows_and_dependence_spectra(setup):
     assert w.min() >= 8522 and w.max() <= 8562 and w.size > 10
     page.label = "logg"
     plot = page.dependence_plot()
-    layout = plot.object
-    cod_overlay, deriv = layout[0], layout[1]
+    cod_overlay, deriv = plot[0].object, plot[1].object
     sel = (te.wave >= 8522) & (te.wave <= 8562)
     np.testing.assert_allclose(cod_overlay.get(1).dimension_values(1), cods["logg"][sel])
     np.testing.assert_allclose(deriv.dimension_values(1), lux.derivative_spectra()[1, sel])
@@ -67,15 +66,12 @@ def test_line_windows_and_dependence_spectra(setup):
     from app import figures
 
     figures.install()
-    for layout in (plot.object, page.spectrum_plot()[1].object):
-        fig = hv.render(layout, backend="bokeh")
-        figs = [c for row in fig.children for c in (row if isinstance(row, tuple) else [row])
-                if hasattr(c, "x_range")]
+    for grid in (plot, page.spectrum_plot()[1]):
+        figs = [hv.render(p.object, backend="bokeh") for p in grid]
         assert figs and all((f.x_range.start, f.x_range.end) == (8522.0, 8562.0) for f in figs)
         assert all(f.toolbar.active_scroll is None for f in figs)
     page.window = FULL
-    fig = hv.render(page.spectrum_plot()[1].object, backend="bokeh")
-    f0 = [c for row in fig.children for c in (row if isinstance(row, tuple) else [row]) if hasattr(c, "x_range")][0]
+    f0 = hv.render(page.spectrum_plot()[1][0].object, backend="bokeh")
     assert (f0.x_range.start, f0.x_range.end) == (te.wave.min(), te.wave.max())   # reset to the whole grid
 
 
