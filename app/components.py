@@ -197,3 +197,22 @@ def plot_grid(elements, ncols: int = 1, linked_axes: bool = True):
     together)."""
     return pn.GridBox(*[pn.pane.HoloViews(e, sizing_mode="stretch_width", linked_axes=linked_axes)
                         for e in elements], ncols=ncols, sizing_mode="stretch_width")
+
+
+def label_precision(label: str) -> int:
+    """Decimals a label's values are shown with: Teff in whole K, dex to 3."""
+    return 0 if label == "teff" or label.startswith("teff") else 3
+
+
+def format_metrics(df):
+    """A bias/scatter table (one row per label and S/N bin) with each row's numbers as text
+    at its label's precision (Teff 0 decimals, dex 3, z-scores 2), for display."""
+    out = df.copy()
+    for c in ("bias", "scatter"):
+        if c in out:
+            out[c] = [("" if v != v else f"{v:.{label_precision(lab)}f}") for lab, v in zip(out["label"], out[c],
+                                                                                         strict=True)]
+    for c in ("z_formal", "z_total"):
+        if c in out:
+            out[c] = ["" if v != v else f"{v:.2f}" for v in out[c]]
+    return out

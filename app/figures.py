@@ -65,8 +65,9 @@ def _output_backend_hook(plot, element):
 def install() -> None:
     """Add the output-backend / file-name hook to the default options of every element
     type drawn, and make pan (not wheel zoom) the active drag so that the mouse wheel
-    scrolls the page; wheel zoom stays one click away in each toolbar."""
-    hv.opts.defaults(*(getattr(hv.opts, name)(hooks=[_output_backend_hook], active_tools=["pan"])
+    scrolls the page; wheel zoom stays one click away in each toolbar. Toolbars sit above
+    the plots, where every tool (the save tool too) fits without an overflow menu."""
+    hv.opts.defaults(*(getattr(hv.opts, name)(hooks=[_output_backend_hook], active_tools=["pan"], toolbar="above")
                        for name in ELEMENTS), backend="bokeh")
 
 

@@ -62,17 +62,24 @@ _WARM = {"done": False}
 
 def warm_up() -> None:
     """Compile datashader's aggregations once per process (count, and the mean-and-count
-    summary of colouring by a column) on a few points, so that no user's first view or
-    first colour change pays the compilation (~2 s). ``panel serve --warm`` runs it at
-    server start."""
+    summary of colouring by a column) by drawing a page of a few hundred stars in both
+    modes, so that no user's first view or first colour change pays the compilation
+    (~2-4 s). ``panel serve --warm`` runs it at server start."""
     if _WARM["done"]:
         return
     _WARM["done"] = True
-    pts = pd.DataFrame({"x": np.linspace(0, 1, 64, dtype=np.float32), "y": np.linspace(0, 1, 64, dtype=np.float32),
-                        "c": np.linspace(0, 1, 64, dtype=np.float32)})
-    cvs = ds.Canvas(plot_width=8, plot_height=8, x_range=(0, 1), y_range=(0, 1))
-    cvs.points(pts, "x", "y", ds.count())
-    cvs.points(pts, "x", "y", ds.summary(c=ds.mean("c"), count=ds.count()))
+    rng = np.random.default_rng(0)
+    n = 500
+    tiny = pd.DataFrame({"teff": rng.uniform(3500, 7000, n), "logg": rng.uniform(0, 5, n),
+                         "m_h": rng.uniform(-2, 0.5, n), "alpha_m": rng.uniform(-0.1, 0.4, n)}).astype(np.float32)
+    page = CataloguePage(tiny)
+    for colour in ("density", "m_h"):          # the same code path as a user's view
+        page.color_by = colour
+        for pane in page.plots():
+            hv.render(pane.object, backend="bokeh")
+    page.select_box("teff", "logg", (4000, 1, 5000, 3))
+    for plane in page.planes:
+        plane[()]
 
 
 def column_unit(name: str) -> str:
@@ -377,11 +384,15 @@ class CataloguePage(pn.viewable.Viewer):
             pm = self._panel_mask(sub)
             if pm is not None:
                 m = m & pm
-            idx = np.flatnonzero(m)
-            cols = {x: self.data.column(x)[idx], y: self.data.column(y)[idx]}
-            if selected and self.color_by != "density":
-                cols[self._cname()] = self.data.column(self.color_by)[idx]
-            self._frames[key] = pd.DataFrame(cols)
+            names = [x, y] + ([self.color_by] if selected and self.color_by != "density" else [])
+            if m.all():                   # every star: the cached columns themselves, no copy
+                arrays = [self.data.column(c) for c in names]
+            else:
+                idx = np.flatnonzero(m)
+                arrays = [self.data.column(c)[idx] for c in names]
+            cols = dict(zip([x, y, self._cname()][:len(names)], arrays, strict=True))
+            # copy=False: the frame wraps the arrays (pandas would otherwise stack them)
+            self._frames[key] = pd.DataFrame(cols, copy=False)
         return self._frames[key]
 
     def _cname(self) -> str:

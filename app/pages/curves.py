@@ -21,7 +21,18 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.components import DROPPED, KEPT, STOPPED, TOOLS, escape, plot_grid, run_choices, run_label, safe_table
+from app.components import (
+    DROPPED,
+    KEPT,
+    STOPPED,
+    TOOLS,
+    escape,
+    format_metrics,
+    plot_grid,
+    run_choices,
+    run_label,
+    safe_table,
+)
 from app.pages.runlist import RunListViewer
 from labelcore.evaluate import metrics_table
 from labelcore.methods import capabilities as caps
@@ -203,9 +214,9 @@ class LearningCurvesPage(RunListViewer):
             f"**{escape(r.config.get('name'))}** ({escape(r.config['method'])}), {m['n_train']} training and "
             f"{m['n_test']} held-out stars, trained in {m['fit_seconds']:.1f} s. Metrics against {m['truth']}.")
         plots = plot_grid(self.plots_for(self.run), linked_axes=False)
-        table = safe_table(metrics_table(m), show_index=False, height=300, sizing_mode="stretch_width",
-                           groupby=["label"], formatters={"bias": {"type": "money", "precision": 4},
-                                                          "scatter": {"type": "money", "precision": 4}})
+        table = safe_table(format_metrics(metrics_table(m)), show_index=False, height=300,
+                           sizing_mode="stretch_width", groupby=["label"],
+                           text_align={c: "right" for c in ("bias", "scatter", "z_formal", "z_total")})
         return pn.Column(head, plots, pn.pane.Markdown("**Held-out bias and scatter**"), table,
                          sizing_mode="stretch_width")
 
