@@ -13,8 +13,6 @@ from __future__ import annotations
 import holoviews as hv
 import panel as pn
 
-hv.extension("bokeh", logo=False)
-
 #: element types the pages draw (datashader output included)
 ELEMENTS = ("Curve", "Scatter", "Points", "Spread", "Histogram", "HeatMap", "HLine", "VLine", "Image", "RGB",
             "QuadMesh", "Area")
@@ -76,3 +74,16 @@ def header_links():
     return pn.pane.HTML('<span style="color:white">Figures: <a style="color:white" href="?figures=png">PNG</a>'
                         ' · <a style="color:white" href="?figures=svg">SVG</a> (the save tool of each plot)</span>',
                         sizing_mode="fixed", width=380)
+
+
+def use_bokeh() -> None:
+    """Make Bokeh HoloViews' plotting backend without ``hv.extension``'s notebook output
+    (which would load Bokeh from a CDN in a notebook; :func:`app.notebook.setup` loads
+    every resource inline instead)."""
+    import holoviews.plotting.bokeh  # noqa: F401  (registers the backend)
+
+    if hv.Store.current_backend != "bokeh":
+        hv.Store.set_current_backend("bokeh")
+
+
+use_bokeh()

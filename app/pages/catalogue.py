@@ -27,13 +27,14 @@ import param
 from bokeh.models import NumberFormatter, PrintfTickFormatter
 from holoviews.operation.datashader import rasterize
 
+from app import figures
 from app import selection as geom
 from app.components import MessageArea, escape, label_title, plot_grid, run_choices, safe_table, template
 from app.pages.runlist import SourceTab, as_state
 from labelcore import settings
 from labelcore.data.columnar import ColumnTable, shared_table
 
-hv.extension("bokeh", logo=False)
+figures.use_bokeh()
 
 CMAPS = ["viridis", "inferno", "fire", "coolwarm", "kbc", "Spectral_r"]
 #: grey ramp of the stars outside the selection

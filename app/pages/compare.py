@@ -17,12 +17,13 @@ import pandas as pd
 import panel as pn
 import param
 
+from app import figures
 from app.components import COLORS, TOOLS, plot_grid, run_choices, safe_table
 from app.pages.runlist import RunListViewer
 from labelcore.constants import SNR_BINS
 from labelcore.evaluate import bias_scatter, snr_bin_labels
 
-hv.extension("bokeh", logo=False)
+figures.use_bokeh()
 
 
 def _data_key(run) -> str:

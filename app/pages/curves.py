@@ -21,6 +21,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from app import figures
 from app.components import (
     DROPPED,
     KEPT,
@@ -38,7 +39,7 @@ from labelcore.evaluate import metrics_table
 from labelcore.methods import capabilities as caps
 from labelcore.methods import method_class
 
-hv.extension("bokeh", logo=False)
+figures.use_bokeh()
 
 
 def ensemble_plots(c: dict) -> list:

@@ -14,13 +14,14 @@ import numpy as np
 import panel as pn
 import param
 
+from app import figures
 from app.components import TOOLS, escape, label_title, loading, plot_grid, run_choices
 from app.pages.runlist import SourceTab, as_state
 from labelcore.methods import capabilities as caps
 from labelcore.methods import method_class
 from labelcore.runs import ensure_demo_runs
 
-hv.extension("bokeh", logo=False)
+figures.use_bokeh()
 
 #: line windows [Angstrom] offered where the wavelength grid covers them
 WINDOWS = {

@@ -17,6 +17,7 @@ import numpy as np
 import panel as pn
 import param
 
+from app import figures
 from app.components import TOOLS, MessageArea, plot_grid, safe_table
 from labelcore.constants import PAPER_LABELS
 from labelcore.data.manifests import list_manifests, load_manifest
@@ -25,7 +26,7 @@ from labelcore.prep.cuts import validate_cuts
 from labelcore.prep.training import build_from_files, build_training_set
 from labelcore.settings import resolve_user_path
 
-hv.extension("bokeh", logo=False)
+figures.use_bokeh()
 
 NO_PRESET = "(none)"
 _NAME_OK = re.compile(r"^[\w.\-]+$")

@@ -350,3 +350,39 @@ def test_svg_figures_on_request(server):
         head = open(path, "rb").read(200)
         assert b"<svg" in head
         browser.close()
+
+
+def test_a_second_session_is_responsive_while_the_demo_models_build(small_survey, finished_runs, tmp_path):
+    """The first Spectra open queues the demo runs (built in subprocesses, progress shown);
+    meanwhile another browser session loads the Catalogue and Train tabs promptly."""
+    from playwright.sync_api import sync_playwright
+
+    from labelcore.runs import RunStore
+
+    data = tmp_path / "data"              # no demo runs built yet
+    gen = _serve({"LABELCORE_SURVEY": str(small_survey), "LABELCORE_DATA_DIR": str(data),
+                  "LABELCORE_RUNS": str(finished_runs["store"].root)}, tmp_path / "panel.log")
+    url = next(gen)
+    try:
+        with sync_playwright() as p:
+            browser, first = _open_app(p, url, height=1000)
+            first.get_by_text("Spectra", exact=True).first.click()
+            first.wait_for_selector("text=Building the demo models", timeout=60_000)
+            t0 = time.time()
+            second = browser.new_page(viewport={"width": 1400, "height": 1000})
+            second.goto(url, wait_until="domcontentloaded", timeout=120_000)
+            second.wait_for_selector("text=Colour by", timeout=60_000)
+            assert _wait_for_canvases(second, 2, timeout=60) >= 2
+            second.get_by_text("Train", exact=True).first.click()
+            second.wait_for_selector("text=Launch", timeout=30_000)
+            took = time.time() - t0
+            # the demo runs are building (queued or running), not finished in this process
+            states = {r.state for r in RunStore(data / "demo_runs").runs()}
+            assert states and states <= {"queued", "running", "done"}
+            assert took < 60, took
+            assert first.locator("text=Building the demo models").count() >= 1
+            browser.close()
+    finally:
+        for r in RunStore(data / "demo_runs").runs():          # do not leave trainings running
+            r.cancel()
+        gen.close()
