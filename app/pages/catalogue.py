@@ -52,6 +52,8 @@ SPLITS = {
 KIEL = ("teff", "logg", (3300.0, 7000.0), (-0.3, 5.3), True)
 CHEM = ("m_h", "alpha_m", (-2.6, 0.8), (-0.2, 0.5), False)
 NEED = ["teff", "logg", "m_h", "alpha_m"]
+#: the tools active on a plane (every layer says so: the app's defaults make pan active)
+ACTIVE = ["box_select", "tap"]
 #: an export larger than this asks first
 CONFIRM_ROWS = 1_000_000
 #: rows of the selection table
@@ -425,7 +427,7 @@ class CataloguePage(pn.viewable.Viewer):
                 return hv.Points([], kdims=[x, y])
             return hv.Points([(float(self.data.column(x)[star]), float(self.data.column(y)[star]))], kdims=[x, y])
         return hv.DynamicMap(cb, streams=[self._star_stream]).opts(
-            marker="star", size=18, color="#d1495b", line_color="black", tools=[])
+            marker="star", size=18, color="#d1495b", line_color="black", tools=[], active_tools=ACTIVE)
 
     def plane(self, spec, sub=None, title=""):
         """One plane (overlay of the unselected, selected and inspected-star layers) with its
@@ -435,7 +437,8 @@ class CataloguePage(pn.viewable.Viewer):
         common = dict(xlim=xr, ylim=yr, invert_xaxis=invert, invert_yaxis=invert, responsive=True,
                       min_height=380, bgcolor="white", xlabel=label_title(x), ylabel=label_title(y))
         grey = rasterize(self._points(x, y, sub, False), aggregator=ds.count(), x_range=xr, y_range=yr,
-                         pixel_ratio=pr).opts(cmap=GREYS, cnorm="eq_hist", alpha=0.9, tools=[], **common)
+                         pixel_ratio=pr).opts(cmap=GREYS, cnorm="eq_hist", alpha=0.9, tools=[], active_tools=ACTIVE,
+                                                   **common)
         cname = self._cname()
         if self.color_by == "density":
             agg, clabel, fmt = ds.count(), "stars per pixel", "%d"
@@ -457,7 +460,7 @@ class CataloguePage(pn.viewable.Viewer):
             hover_tooltips=tips, cmap=self.cmap, colorbar=True, clabel=clabel,
             cnorm="eq_hist" if self.color_by == "density" else "linear",
             colorbar_opts={"formatter": PrintfTickFormatter(format=fmt)},
-            tools=["hover", "box_select", "lasso_select", "tap"], active_tools=["box_select", "tap"],
+            tools=["hover", "box_select", "lasso_select", "tap"], active_tools=ACTIVE,
             default_tools=["pan", "box_zoom", "wheel_zoom", "reset", "save"], title=title, **common)
         box = hv.streams.BoundsXY(source=top)
         lasso = hv.streams.Lasso(source=top)

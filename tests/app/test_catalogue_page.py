@@ -42,6 +42,16 @@ def test_page_builds_and_offers_columns(page, small_survey):
     assert mem.data.n == page.data.n and mem.components == page.components
 
 
+def test_box_select_and_tap_are_active_and_the_wheel_scrolls(page):
+    from app import figures
+
+    figures.install()                                 # the app's defaults (pan active elsewhere)
+    for plane in _planes(page):
+        fig = hv.render(plane, backend="bokeh")
+        assert type(fig.toolbar.active_drag).__name__ == "BoxSelectTool"
+        assert type(fig.toolbar.active_tap).__name__ == "TapTool" and fig.toolbar.active_scroll is None
+
+
 def test_colour_bar_titles_units_and_hover(page):
     page.color_by = "teff"
     kiel = _planes(page)[0]
