@@ -82,8 +82,107 @@ def use_bokeh() -> None:
     every resource inline instead)."""
     import holoviews.plotting.bokeh  # noqa: F401  (registers the backend)
 
-    if hv.Store.current_backend != "bokeh":
-        hv.Store.set_current_backend("bokeh")
+    if not _NOTEBOOK.get("backend"):
+        hv.Store.set_current_backend("bokeh")       # also builds hv.opts.<Element> for bokeh
+        _NOTEBOOK["backend"] = True
 
 
 use_bokeh()
+
+
+#: formats of the publication export
+PUBLICATION_FORMATS = ("pdf", "svg", "png")
+
+
+def publication_export(elements, path, fmt: str = "pdf", dpi: int = 300, ncols: int = 2):
+    """Write ``elements`` (the HoloViews objects of the current view) as one publication
+    figure through HoloViews' matplotlib backend: vector PDF/SVG (datashaded images stay
+    rasters inside) or PNG at ``dpi``. The file is written to a temporary name and renamed
+    (no partial file). Returns the path."""
+    from labelcore.data.io import atomic_path
+    from labelcore.errors import ValidationError
+
+    if fmt not in PUBLICATION_FORMATS:
+        raise ValidationError(f"figure format {fmt!r} is not one of {', '.join(PUBLICATION_FORMATS)}")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 50 <= dpi <= 1200:
+        raise ValidationError(f"figure DPI must be a whole number in [50, 1200]; got {dpi!r}")
+    elements = list(elements)
+    if not elements:
+        raise ValidationError("nothing to export: the view has no plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import os
+    from pathlib import Path
+
+    import holoviews.plotting.mpl  # noqa: F401  (registers the matplotlib backend)
+
+    # the current state of each dynamic plot (its last zoom and selection), as static elements
+    static = [e[()] if isinstance(e, hv.DynamicMap) else e for e in elements]
+    obj = static[0] if len(static) == 1 else hv.Layout(static).cols(ncols)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        base = f"{tmp}-render"
+        try:
+            hv.renderer("matplotlib").instance(dpi=dpi).save(obj, base, fmt=fmt)
+            os.replace(f"{base}.{fmt}", tmp)
+        finally:
+            import glob
+
+            for left in glob.glob(f"{glob.escape(base)}*"):
+                os.unlink(left)
+    return path
+
+
+class PublicationExport(pn.viewable.Viewer):
+    """"Publication figure" controls of a page: format, DPI, a button writing the current
+    view (``elements()``) with :func:`publication_export` under ``<data dir>/exports``,
+    and a download of the file."""
+
+    def __init__(self, elements, name: str = "figure", folder=None, **params):
+        super().__init__(**params)
+        self._elements, self._name, self._folder = elements, name, folder
+        self.fmt = pn.widgets.Select(label="Figure format", options=list(PUBLICATION_FORMATS), value="pdf",
+                                     width=110)
+        self.dpi = pn.widgets.IntInput(label="DPI", value=300, start=50, end=1200, step=50, width=90)
+        self.button = pn.widgets.Button(label="Publication figure", color="light", width=170)
+        self.button.on_click(lambda e: self.export())
+        self.download = pn.widgets.FileDownload(label="Download figure", visible=False, width=170, auto=True)
+        self.message = pn.pane.Markdown("", visible=False)
+        self.last = None
+
+    def export(self):
+        """Write the figure; returns its path (None with the reason shown when it fails)."""
+        import time
+        from pathlib import Path
+
+        from labelcore import settings
+        from labelcore.errors import LabelcoreError
+
+        folder = Path(self._folder) if self._folder else settings.data_dir() / "exports"
+        path = folder / f"{figure_name(self._name)}-{time.strftime('%Y%m%d-%H%M%S')}.{self.fmt.value}"
+        try:
+            publication_export(self._elements(), path, self.fmt.value, int(self.dpi.value))
+        except (LabelcoreError, ValueError, OSError) as exc:
+            self.message.object = f"Figure not written: {html_escape(exc)}"
+            self.message.visible = True
+            return None
+        self.last = path
+        self.download.file, self.download.filename = str(path), path.name
+        self.download.visible = True
+        self.message.object = f"Wrote {html_escape(path.name)} ({path.stat().st_size / 1e3:.0f} kB)"
+        self.message.visible = True
+        return path
+
+    def __panel__(self):
+        return pn.Column(pn.Row(self.fmt, self.dpi), self.button, self.download, self.message)
+
+
+def html_escape(text) -> str:
+    from app.components import escape
+
+    return escape(text)
+
+
+#: the hook every plot gets from :func:`install`; a page that sets its own ``hooks`` lists it too
+plot_hook = _output_backend_hook

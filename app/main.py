@@ -27,7 +27,7 @@ from labelcore import settings
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 figures.install()
 
-warm_up()        # once per process (``panel serve --warm`` does it before the first visitor)
+warm_up()        # once per process (``--setup app/warm.py`` does it before the first visitor)
 state = AppState(survey_dir=str(survey_path()))
 _own = settings.catalogue_path()
 catalogue = CatalogueTab(_own or survey_path() / "catalogue.parquet", state,

@@ -6,7 +6,7 @@ For each size, writes a Parquet catalogue of that many stars (Kiel-like labels, 
 and phases, S/N, errors, ids; row groups of 1M) and times, each in a fresh process (so
 compile and cache costs of the first view count, as for a user's first session):
 
-* ``server start: compile``: datashader's aggregations compiled (``panel serve --warm``
+* ``server start: compile``: datashader's aggregations compiled (``panel serve --setup app/warm.py``
   does it before the first visitor);
 * ``open``: reading the columns the page needs and building it;
 * ``render``: the Kiel and [alpha/M]-[M/H] planes aggregated and turned into Bokeh

@@ -30,6 +30,7 @@ from holoviews.operation.datashader import rasterize
 from app import figures
 from app import selection as geom
 from app.components import MessageArea, escape, label_title, plot_grid, run_choices, safe_table, template
+from app.figures import PublicationExport
 from app.pages.runlist import SourceTab, as_state
 from labelcore import settings
 from labelcore.data.columnar import ColumnTable, shared_table
@@ -67,7 +68,7 @@ def warm_up() -> None:
     """Compile datashader's aggregations once per process (count, and the mean-and-count
     summary of colouring by a column) by drawing a page of a few hundred stars in both
     modes, so that no user's first view or first colour change pays the compilation
-    (~2-4 s). ``panel serve --warm`` runs it at server start."""
+    (~2-4 s). ``panel serve --setup app/warm.py`` runs it at server start."""
     if _WARM["done"]:
         return
     _WARM["done"] = True
@@ -176,6 +177,7 @@ class CataloguePage(pn.viewable.Viewer):
         self._table_holder = pn.Column(sizing_mode="stretch_width")
         self._inspect_holder = pn.Column(sizing_mode="stretch_width")
         self.last_export = None
+        self.figure_export = PublicationExport(self.publication_elements, name="catalogue")
         d = self.data
         numeric = [c for c in d.numeric if not c.endswith(("_err", "_err_total")) and c not in ("source_id",)]
         self.param.color_by.objects = ["density", *numeric]
@@ -470,7 +472,27 @@ class CataloguePage(pn.viewable.Viewer):
         lasso.add_subscriber(lambda geometry: geometry is not None and self.select_lasso(x, y, geometry, sub))
         tap.add_subscriber(lambda **kw: kw.get("x") is not None and self.pick(x, y, kw["x"], kw["y"], spans, sub))
         self._streams += [box, lasso, tap]
+        self._plane_info.append((spec, title, clabel))
         return grey * top * self._star_marker(x, y)
+
+    def publication_elements(self) -> list:
+        """The planes as they are now (zoom, selection, colouring, star) as static elements
+        styled for the matplotlib backend: what the publication export writes."""
+        import holoviews.plotting.mpl  # noqa: F401  (the matplotlib backend's options)
+
+        out = []
+        for plane, ((x, y, _xr, _yr, invert), title, clabel) in zip(self.planes, self._plane_info, strict=True):
+            layers = list(plane[()])
+            grey, top = layers[0], layers[1]
+            grey = grey.opts(cmap=GREYS, cnorm="eq_hist", colorbar=False, backend="matplotlib")
+            top = top.opts(cmap=self.cmap, colorbar=True, clabel=clabel,
+                           cnorm="log" if self.color_by == "density" else "linear", backend="matplotlib")
+            parts = [grey, top] + [lay.opts(marker="*", s=250, color="#d1495b", edgecolors="black",
+                                            backend="matplotlib") for lay in layers[2:]]
+            out.append(hv.Overlay(parts).opts(title=title, invert_xaxis=invert, invert_yaxis=invert,
+                                              xlabel=label_title(x), ylabel=label_title(y), fig_inches=(5, 4),
+                                              backend="matplotlib"))
+        return out
 
     def _reset_streams(self):
         """Fresh streams for a new set of plots; the previous plots' streams stop watching
@@ -482,6 +504,7 @@ class CataloguePage(pn.viewable.Viewer):
         self._version_stream = hv.streams.Params(self, ["view_version"])
         self._star_stream = hv.streams.Params(self, ["star"])
         self._streams = [self._version_stream, self._star_stream]
+        self._plane_info = []
 
     @param.depends("color_by", "cmap", "split")
     def plots(self):
@@ -561,6 +584,7 @@ class CataloguePage(pn.viewable.Viewer):
                              "inspect it.", styles={"color": "#555"}),
             self._clear_btn,
             pn.Row(self._fmt, self._export_btn), self._confirm_btn, self._download, self.messages,
+            pn.layout.Divider(), self.figure_export,
             width=320,
         )
 

@@ -19,6 +19,7 @@ import param
 
 from app import figures
 from app.components import COLORS, TOOLS, plot_grid, run_choices, safe_table
+from app.figures import PublicationExport
 from app.pages.runlist import RunListViewer
 from labelcore.constants import SNR_BINS
 from labelcore.evaluate import bias_scatter, snr_bin_labels
@@ -131,6 +132,7 @@ class ComparePage(RunListViewer):
             title=f"{self.label}: residual against S/N", logx=True, legend_position="top_right",
             responsive=True, height=420, show_grid=True, default_tools=TOOLS)
         parts = [pn.pane.Alert(m, alert_type="warning") for m in msgs]
+        self.current_elements = [left, right]
         return pn.Column(*parts, plot_grid([left, right], ncols=2, linked_axes=False),
                          sizing_mode="stretch_width")
 
@@ -162,7 +164,9 @@ class ComparePage(RunListViewer):
     def controls(self):
         return pn.Column(pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs", size=8),
                          pn.widgets.Select.from_param(self.param.label, label="Label"),
-                         self._refresh_btn, width=340)
+                         self._refresh_btn, pn.layout.Divider(),
+                         PublicationExport(lambda: getattr(self, "current_elements", []), name="compare"),
+                         width=340)
 
     def __panel__(self):
         return pn.Row(self.controls(),

@@ -34,6 +34,7 @@ from app.components import (
     run_label,
     safe_table,
 )
+from app.figures import PublicationExport
 from app.pages.runlist import RunListViewer
 from labelcore.evaluate import metrics_table
 from labelcore.methods import capabilities as caps
@@ -214,7 +215,8 @@ class LearningCurvesPage(RunListViewer):
         head = pn.pane.Markdown(
             f"**{escape(r.config.get('name'))}** ({escape(r.config['method'])}), {m['n_train']} training and "
             f"{m['n_test']} held-out stars, trained in {m['fit_seconds']:.1f} s. Metrics against {m['truth']}.")
-        plots = plot_grid(self.plots_for(self.run), linked_axes=False)
+        self.current_elements = list(self.plots_for(self.run))
+        plots = plot_grid(self.current_elements, linked_axes=False)
         table = safe_table(format_metrics(metrics_table(m)), show_index=False, height=300,
                            sizing_mode="stretch_width", groupby=["label"],
                            text_align={c: "right" for c in ("bias", "scatter", "z_formal", "z_total")})
@@ -222,7 +224,11 @@ class LearningCurvesPage(RunListViewer):
                          sizing_mode="stretch_width")
 
     def controls(self):
-        return pn.Column(pn.widgets.Select.from_param(self.param.run, label="Run"), self._refresh_btn, width=340)
+        if getattr(self, "figure_export", None) is None:
+            self.figure_export = PublicationExport(lambda: getattr(self, "current_elements", []),
+                                                   name="learning-curves")
+        return pn.Column(pn.widgets.Select.from_param(self.param.run, label="Run"), self._refresh_btn,
+                         pn.layout.Divider(), self.figure_export, width=340)
 
     def __panel__(self):
         if getattr(self, "_live_cb", None) is None:

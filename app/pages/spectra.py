@@ -93,6 +93,7 @@ class SpectraPage(pn.viewable.Viewer):
         super().__init__(**params)
         self.title = title
         self.wave, self.flux, self.flux_err = wave, flux, err
+        self._shared_x: dict = {}
         self.labels = None if labels is None else np.asarray(labels, float)
         self.label_names = names
         self.cods = cods
@@ -144,6 +145,24 @@ class SpectraPage(pn.viewable.Viewer):
             return float(np.nanmin(self.wave)), float(np.nanmax(self.wave))
         return tuple(float(v) for v in WINDOWS[self.window])
 
+    def _x_hook(self, group: str):
+        """Plot hook: the figure shows the window's x-range (and Reset returns to it); the
+        plots of one ``group`` (spectrum and residuals; the dependence spectra) share one
+        x-range, so they pan and zoom together. (Panel's own axis linking is off: it tied
+        new figures to the previous window's range.)"""
+        def hook(plot, element):
+            fig = plot.state
+            shared = self._shared_x.get(group)
+            if shared is None:
+                a, b = self.x_range()
+                fig.x_range.start, fig.x_range.end = a, b
+                if hasattr(fig.x_range, "reset_start"):
+                    fig.x_range.reset_start, fig.x_range.reset_end = a, b
+                self._shared_x[group] = fig.x_range
+            elif fig.x_range is not shared:
+                fig.x_range = shared
+        return hook
+
     def spectrum_data(self):
         """(wave, observed, error, model, normalised residual) of the current star in the
         current window (arrays; residual NaN on bad pixels)."""
@@ -174,7 +193,9 @@ class SpectraPage(pn.viewable.Viewer):
     def spectrum_plot(self):
         w, obs, err, mod, res = self.spectrum_data()
         opts = dict(responsive=True, height=300, xlabel="wavelength [Å]", show_grid=True,
-                    default_tools=TOOLS, active_tools=["pan"], xlim=self.x_range(), framewise=True)
+                    default_tools=TOOLS, active_tools=["pan"], xlim=self.x_range(), framewise=True,
+                    hooks=[figures.plot_hook, self._x_hook("spectrum")])
+        self._shared_x["spectrum"] = None
         layers = []
         if err is not None:
             band = np.where(np.isfinite(err), err, 0.0)
@@ -190,7 +211,7 @@ class SpectraPage(pn.viewable.Viewer):
                   * hv.HLine(0).opts(color="grey", line_dash="dashed")).opts(
             title="Residuals", ylabel=ylab, **{**opts, "height": 200})
         return pn.Column(pn.pane.Markdown(self.label_text()),
-                         plot_grid([top, bottom]),
+                         plot_grid([top, bottom], linked_axes=False),
                          sizing_mode="stretch_width")
 
     @param.depends("label", "window")
@@ -199,7 +220,9 @@ class SpectraPage(pn.viewable.Viewer):
         w = self.wave[sel]
         j = self.label_names.index(self.label)
         opts = dict(responsive=True, height=240, xlabel="wavelength [Å]", show_grid=True,
-                    default_tools=TOOLS, active_tools=["pan"], xlim=self.x_range(), framewise=True)
+                    default_tools=TOOLS, active_tools=["pan"], xlim=self.x_range(), framewise=True,
+                    hooks=[figures.plot_hook, self._x_hook("dependence")])
+        self._shared_x["dependence"] = None
         panels = []
         if self.cods is not None and self.label in self.cods:
             cod = (hv.Curve((w, np.asarray(self.cods["full"])[sel]), "wavelength", "COD", label="full").opts(
@@ -215,7 +238,7 @@ class SpectraPage(pn.viewable.Viewer):
         if not panels:
             return pn.pane.Alert("No COD (SLAM) or derivative spectra (Lux, The Cannon) for these models.",
                                  alert_type="info")
-        return plot_grid(panels)
+        return plot_grid(panels, linked_axes=False)
 
     # ------------------------------------------------------------------ layout
     def controls(self):
@@ -227,9 +250,22 @@ class SpectraPage(pn.viewable.Viewer):
             width=300,
         )
 
+    @param.depends("star", "method", "window", watch=True)
+    def _redraw_spectrum(self):
+        if getattr(self, "_spec_holder", None) is not None:
+            self._spec_holder[:] = [self.spectrum_plot()]
+
+    @param.depends("label", "window", watch=True)
+    def _redraw_dependence(self):
+        if getattr(self, "_dep_holder", None) is not None:
+            self._dep_holder[:] = [self.dependence_plot()]
+
     def __panel__(self):
-        return pn.Row(self.controls(),
-                      pn.Column(self.spectrum_plot, self.dependence_plot, sizing_mode="stretch_width"),
+        # holders whose content is replaced (new figures), not patched in place: a patched
+        # figure kept the previous window's x-range
+        self._spec_holder = pn.Column(self.spectrum_plot(), sizing_mode="stretch_width")
+        self._dep_holder = pn.Column(self.dependence_plot(), sizing_mode="stretch_width")
+        return pn.Row(self.controls(), pn.Column(self._spec_holder, self._dep_holder, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
 

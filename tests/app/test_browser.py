@@ -78,14 +78,15 @@ def _serve(env, log):
     panel = Path(sys.executable).parent / "panel"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(panel), "serve", str(ROOT / "app" / "main.py"), "--address", "127.0.0.1",
+            [str(panel), "serve", str(ROOT / "app" / "main.py"), "--setup", str(ROOT / "app" / "warm.py"),
+             "--address", "127.0.0.1",
              "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}"],
             env=dict(os.environ, **env), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/main"
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.time() + 180
+    while time.time() < deadline:      # up (after the warm-up) once it serves a static file; no session made
         try:
-            if urllib.request.urlopen(url, timeout=5).status == 200:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/static/js/bokeh.min.js", timeout=10).status == 200:
                 break
         except OSError:
             time.sleep(0.5)
@@ -347,7 +348,8 @@ def test_svg_figures_on_request(server):
             saves.nth(visible[0]).click()
         assert dl.value.suggested_filename.endswith(".svg")
         path = dl.value.path()
-        head = open(path, "rb").read(200)
+        with open(path, "rb") as fh:
+            head = fh.read(200)
         assert b"<svg" in head
         browser.close()
 
