@@ -142,7 +142,7 @@ class TrainPage(pn.viewable.Viewer):
         self._param_widgets = {k: param_widget(k, v, spec.get(k)) for k, v in params.items()}
         quick = ", ".join(f"{k}={readable(v)}" for k, v in cls.quick_params.items()) or "the defaults"
         self._param_box[:] = [pn.pane.Markdown(f"**{self.method} hyper-parameters** (the paper's defaults; "
-                                               f"*Quick settings* sets {quick}; hover ⓘ for help)"),
+                                               f"*Quick settings* sets {quick}; hover ? for help)"),
                               pn.GridBox(*self._param_widgets.values(), ncols=2)]
         # a method that takes photometry uses it by default (the CNN: Guiglion 2020 section 3.2)
         self.photometry = method_class(self.method).supports(caps.PHOTOMETRY)
