@@ -337,7 +337,7 @@ class CataloguePage(pn.viewable.Viewer):
             info = self.data.rows([row], [c for c in ("id", *NEED) if self.data.has(c)]).iloc[0]
             body = pn.pane.Markdown("  \n".join(f"**{escape(k)}**: {escape(v)}" for k, v in info.items()))
         else:
-            self._inspect_holder[:] = [pn.indicators.LoadingSpinner(value=True, size=30, name="Loading the star…")]
+            self._inspect_holder[:] = [pn.indicators.LoadingSpinner(value=True, size=30, label="Loading the star…")]
             try:
                 body = self.inspector(self, int(row))
             except Exception as exc:  # noqa: BLE001 - shown to the user, the page goes on
