@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"first render": 5.0, "second session render": 5.0, "zoom": 1.0, "pan": 1.0, "colour": 1.0, "box": 1.0, "lasso": 1.0, "filter": 1.0}
+TARGETS = {"first render": 5.0, "second session render": 5.0, "zoom": 1.0, "pan": 1.0, "colour": 1.0, "box": 1.0,
+           "lasso": 1.0, "filter": 1.0}
 
 
 def write_catalogue(path: Path, n: int, seed: int = 0) -> None:

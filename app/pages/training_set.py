@@ -81,7 +81,7 @@ class TrainingSetPage(pn.viewable.Viewer):
     spectra_file = param.String(default="", doc="labelcore HDF5 spectra file")
     label_table = param.String(default="", doc="survey label table (FITS, CSV, Parquet)")
     manifest = param.Selector(default="apogee_dr17", objects=["apogee_dr17"], check_on_set=False)
-    product = param.String(default="catalogue")
+    product = param.Selector(default=None, objects=[None], allow_None=True, doc="the label table's product")
     match_on = param.String(default="source_id", doc="canonical id column of the label table")
     spectra_on = param.String(default="", doc="spectra metadata column with that id (empty: same name)")
     setup = param.Selector(default="rave", objects=["rave", "lamost", "apogee"])
@@ -112,14 +112,31 @@ class TrainingSetPage(pn.viewable.Viewer):
         self._save.on_click(lambda e: self.save())
         self._result = pn.Column(sizing_mode="stretch_width")
 
-    @param.depends("source", "manifest", watch=True)
+    @param.depends("source", "manifest", "setup", watch=True)
     def _presets(self):
-        """The presets of the manifest in use (``synthetic`` for a survey folder)."""
-        man = "synthetic" if self.source == FOLDER else self.manifest
-        objs = [NO_PRESET, *sorted(load_manifest(man).presets)]
+        """The presets of the manifest in use (``synthetic`` for a survey folder; there only
+        those made for the chosen set-up, e.g. no LAMOST S/N cut on RAVE spectra), and the
+        manifest's table products for the label table."""
+        man = load_manifest("synthetic" if self.source == FOLDER else self.manifest)
+        names = [k for k, v in man.presets.items()
+                 if self.source != FOLDER or self.setup in (v.get("setups") or [self.setup])]
+        objs = [NO_PRESET, *sorted(names)]
         self.param.preset.objects = objs
         if self.preset not in objs:
             self.preset = NO_PRESET
+        if self.source == FILES:
+            tables = [k for k, v in man.products.items() if v.get("kind") == "table"]
+            self.param.product.objects = tables or [None]
+            if self.product not in tables:
+                self.product = tables[0] if tables else None
+
+    @param.depends("preset", watch=True)
+    def _labels_from_preset(self):
+        """A paper's preset brings that paper's label set (the user can still change it)."""
+        for key in PAPER_LABELS:
+            if self.preset and self.preset.startswith(key):
+                self.label_set = key
+                return
 
     @param.depends("label_set", watch=True, on_init=True)
     def _labels_from_set(self):
@@ -141,10 +158,16 @@ class TrainingSetPage(pn.viewable.Viewer):
                 ts = build_training_set(self.survey_dir, self.setup, self.label_source, preset, cuts,
                                         list(self.labels), self.photometry, self.max_stars or None, seed=0)
             else:
+                if not self.spectra_file.strip():
+                    raise LabelcoreError("give the spectra file (labelcore HDF5, from `labelcore ingest`)")
+                if not self.label_table.strip():
+                    raise LabelcoreError(f"give the label table ({self.manifest} {self.product or 'table'})")
+                if not self.product:
+                    raise LabelcoreError(f"manifest {self.manifest} has no label table product")
                 spectra = resolve_user_path(self.spectra_file, roots=self.roots, what="spectra file")
                 table = resolve_user_path(self.label_table, roots=self.roots, what="label table")
                 ts = build_from_files(spectra, table, self.manifest,
-                                      self.product.strip() or "catalogue", list(self.labels), preset, cuts,
+                                      self.product, list(self.labels), preset, cuts,
                                       self.match_on.strip() or "source_id", self.spectra_on.strip() or None,
                                       self.photometry, self.max_stars or None, seed=0)
         except (LabelcoreError, FileNotFoundError, ValueError) as exc:
@@ -217,7 +240,7 @@ class TrainingSetPage(pn.viewable.Viewer):
                                             placeholder="labelcore ingest ... --out FILE.h5"),
             pn.widgets.TextInput.from_param(self.param.label_table, label="Label table (FITS/CSV/Parquet)"),
             pn.widgets.Select.from_param(self.param.manifest, label="Survey manifest of the table"),
-            pn.Row(pn.widgets.TextInput.from_param(self.param.product, label="Table product"),
+            pn.Row(pn.widgets.Select.from_param(self.param.product, label="Table product"),
                    pn.widgets.TextInput.from_param(self.param.match_on, label="Match on")),
             pn.widgets.TextInput.from_param(self.param.spectra_on, label="Spectra id column (empty: same)"))
 

@@ -31,7 +31,7 @@ _BATCH = 262_144
 _SHARED: dict = {}
 
 
-def shared_table(path) -> "ColumnTable":
+def shared_table(path) -> ColumnTable:
     """One :class:`ColumnTable` per Parquet file (and modification time) in this process:
     every browser session of a served app reads a column once, together."""
     p = Path(os.fspath(path)).resolve()

@@ -292,13 +292,21 @@ def test_training_set_page_from_a_spectra_file_and_a_label_table(tmp_path, write
     write_lamost_catalogue(tmp_path / "cat.fits", [1000 + i for i in range(6)], np.random.default_rng(1))
     page = TrainingSetPage(tmp_path, tmp_path / "sets", roots=[tmp_path])
     assert "guiglion2020" in page.param.preset.objects
+    # a survey folder's presets are those of the chosen set-up: no LAMOST cuts on RAVE spectra
+    assert "zhang2020_lamost_apogee" not in page.param.preset.objects
+    page.setup = "lamost"
+    assert "zhang2020_lamost_apogee" in page.param.preset.objects and "guiglion2020" not in page.param.preset.objects
+    page.setup = "rave"
     page.source = FILES
     page.manifest = "lamost_dr5"
     assert "zhang2020_lamost_apogee" in page.param.preset.objects and page.preset == "(none)"
+    assert page.product in page.param.product.objects and page.product is not None   # a table product
+    assert page.build() is None and "give the spectra file" in page._message.text      # says what is missing
     page.spectra_file, page.label_table = str(tmp_path / "lamost.h5"), str(tmp_path / "cat.fits")
     page.match_on, page.spectra_on = "id", "obs_id"
-    page.label_set, page.labels, page.photometry = "custom", ["teff", "logg", "fe_h"], False
     page.preset = "zhang2020_lamost_apogee"
+    assert page.label_set == "zhang2020"                   # the paper's preset brings its label set
+    page.label_set, page.labels, page.photometry = "custom", ["teff", "logg", "fe_h"], False
     ts = page.build()
     assert ts is not None, page._message.text
     assert len(ts) == 5                                   # 6 with labels, one fails S/N > 40
