@@ -46,10 +46,11 @@ def test_datashaded_catalogue_plots_export_too(svg_switch, small_survey):
     assert names == {"labelcore-kiel-diagram", "labelcore-alpha-m-vs-m-h"}
 
 
-@pytest.mark.parametrize("fmt,magic", [("pdf", b"%PDF"), ("svg", b"<?xml"), ("png", b"\x89PNG")])
-def test_publication_export_of_the_current_view(small_survey, tmp_path, fmt, magic):
+def test_publication_export_of_the_current_view(small_survey, tmp_path):
     """The server-side figure of the Catalogue's view, through the matplotlib backend:
     a real PDF/SVG/PNG, a PNG's pixel size following the DPI, bad settings refused."""
+    from PIL import Image
+
     from app.figures import PublicationExport, publication_export
     from app.pages.catalogue import CataloguePage
     from labelcore.errors import ValidationError
@@ -57,20 +58,18 @@ def test_publication_export_of_the_current_view(small_survey, tmp_path, fmt, mag
     page = CataloguePage(small_survey / "catalogue.parquet")
     page.plots()
     page.select_box("teff", "logg", (4000, 1, 5000, 3))
-    ctl = PublicationExport(page.publication_elements, name="catalogue", folder=tmp_path)
-    ctl.fmt.value, ctl.dpi.value = fmt, 100
-    path = ctl.export()
-    assert path is not None and path.read_bytes()[:len(magic)] == magic and ctl.download.visible
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]              # nothing else left
-    if fmt == "png":
-        from PIL import Image
-
-        with Image.open(path) as im:
-            w100 = im.size[0]
-        with Image.open(publication_export(page.publication_elements(), tmp_path / "b.png", "png", 200)) as im:
-            w200 = im.size[0]
-        assert 1.8 < w200 / w100 < 2.2
-        with pytest.raises(ValidationError, match="DPI"):
-            publication_export(page.publication_elements(), tmp_path / "c.png", "png", 5)
-        with pytest.raises(ValidationError, match="format"):
-            publication_export(page.publication_elements(), tmp_path / "c.eps", "eps", 100)
+    ctl = PublicationExport(page.publication_elements, name="catalogue", folder=tmp_path / "out")
+    for fmt, magic in (("pdf", b"%PDF"), ("svg", b"<?xml"), ("png", b"\x89PNG")):
+        ctl.fmt.value, ctl.dpi.value = fmt, 100
+        path = ctl.export()
+        assert path is not None and path.read_bytes()[:len(magic)] == magic and ctl.download.visible
+    assert len(list((tmp_path / "out").iterdir())) == 3                       # nothing else left
+    with Image.open(path) as im:
+        w100 = im.size[0]
+    with Image.open(publication_export(page.publication_elements(), tmp_path / "b.png", "png", 200)) as im:
+        w200 = im.size[0]
+    assert 1.8 < w200 / w100 < 2.2
+    with pytest.raises(ValidationError, match="DPI"):
+        publication_export(page.publication_elements(), tmp_path / "c.png", "png", 5)
+    with pytest.raises(ValidationError, match="format"):
+        publication_export(page.publication_elements(), tmp_path / "c.eps", "eps", 100)
