@@ -133,7 +133,7 @@ def test_known_answer_and_photometry_helps_logg():
 
     d = labelled_set("rave", 1600, seed=9, label_names=NAMES, snr=200)
     tr, te = d.split(1300)
-    kw = dict(n_members=3, members_per_model=3, max_epochs=120, patience=20, random_state=0)
+    kw = dict(n_members=3, members_per_model=3, max_epochs=50, patience=10, random_state=0)
     with_p = CNN(**kw).fit(tr.flux, tr.labels, photometry=tr.photometry, label_names=NAMES)
     no_p = CNN(**kw).fit(tr.flux, tr.labels, label_names=NAMES)
     yp = with_p.predict(te.flux, photometry=te.photometry)
@@ -148,6 +148,7 @@ def test_known_answer_and_photometry_helps_logg():
     assert sp[1] < 0.85 * sn[1], f"photometry should sharpen log g: {sp[1]:.3f} vs {sn[1]:.3f}"
 
 
+@pytest.mark.full
 def test_jax_backend_trains_predicts_and_round_trips(tmp_path):
     """The same code under KERAS_BACKEND=jax (a fresh interpreter: the backend is fixed at
     import)."""
@@ -175,6 +176,7 @@ def test_jax_backend_trains_predicts_and_round_trips(tmp_path):
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
 
 
+@pytest.mark.full
 def test_blocks_through_dask_give_the_same_members(small):
     """The dask code path (blocks as tasks, weights shipped back as arrays) trains the
     same members as the local loop."""

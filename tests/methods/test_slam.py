@@ -198,6 +198,7 @@ def test_clear_errors(data):
         m.predict(data.flux[:3, :800])
 
 
+@pytest.mark.full
 def test_pixel_chunks_through_dask_give_the_same_model(data):
     """Training the pixels as independent dask tasks (the cluster code path) gives the
     model that one block gives."""
