@@ -34,14 +34,19 @@ def in_polygon(x: np.ndarray, y: np.ndarray, vertices) -> np.ndarray:
         return np.zeros(len(x), bool)
     out = in_box(x, y, (v[:, 0].min(), v[:, 1].min(), v[:, 0].max(), v[:, 1].max()))
     idx = np.flatnonzero(out)
-    px, py = x[idx].astype(float), y[idx].astype(float)
+    px, py = x[idx], y[idx]                     # the columns' own dtype (float32): no copies to float64
     inside = np.zeros(len(idx), bool)
+    v = v.astype(px.dtype if px.dtype.kind == "f" else float)
     xj, yj = v[-1]
     for xi, yi in v:
-        crosses = (yi > py) != (yj > py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xcross = (xj - xi) * (py - yi) / (yj - yi) + xi
-        inside ^= crosses & (px < xcross)
+        if yi == yj:                            # a horizontal edge crosses no ray
+            xj, yj = xi, yi
+            continue
+        lo, hi = (yi, yj) if yi < yj else (yj, yi)
+        k = np.flatnonzero((py >= lo) & (py < hi))          # the stars whose ray meets this edge's span
+        if k.size:
+            xcross = (xj - xi) * ((py[k] - yi) / (yj - yi)) + xi
+            inside[k[px[k] < xcross]] ^= True
         xj, yj = xi, yi
     out[idx] = inside
     return out
