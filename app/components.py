@@ -163,9 +163,12 @@ def local_time(iso, tz: str | None = None) -> str:
         return str(iso)
     if t.tzinfo is None:
         t = t.tz_localize("UTC")
+    import datetime as _dt
+
+    zone = tz or _dt.datetime.now().astimezone().tzinfo      # the browser's zone, else this machine's
     try:
-        t = t.tz_convert(tz) if tz else t.tz_convert(None).tz_localize("UTC").astimezone(None)
-    except Exception:  # noqa: BLE001 - an unknown zone name: show UTC
+        t = t.tz_convert(zone)
+    except (KeyError, ValueError, TypeError):                  # an unknown zone name: show UTC
         pass
     return t.strftime("%Y-%m-%d %H:%M:%S")
 

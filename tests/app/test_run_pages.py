@@ -326,6 +326,11 @@ def test_train_form_is_built_from_the_spec_with_readable_numbers():
     assert readable((1.0, 10 ** 0.5, 10.0)) == "[1, 10^0.5, 10]" and readable(None) == "" and readable(True) == "true"
     assert duration(4.23) == "4.2 s" and duration(185) == "3 min 05 s" and duration(None) == ""
     assert local_time("2026-12-01T15:48:24+00:00", "Europe/Berlin") == "2026-12-01 16:48:24"
+    assert local_time("2026-12-01T15:48:24+00:00", "No/Such_Zone") == "2026-12-01 15:48:24"    # unknown: UTC
+    import datetime as _dt
+
+    here = _dt.datetime(2026, 12, 1, 15, 48, 24, tzinfo=_dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert local_time("2026-12-01T15:48:24+00:00") == here                  # no browser zone: this machine's
     page = TrainPage(AppState(store=RunStore(__import__("tempfile").mkdtemp())))
     for name in ("SLAM", "Lux", "CNN", "Cannon"):
         page.method = name
