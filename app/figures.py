@@ -46,10 +46,18 @@ def figure_name(title) -> str:
     return f"labelcore-{slug[:60] or 'figure'}"
 
 
+#: ms after the last interactive event (wheel, drag) at which a plot reports its new range
+LOD_TIMEOUT_MS = 80
+
+
 def _output_backend_hook(plot, element):
     fig = plot.state
     if svg_requested():
         fig.output_backend = "svg"
+    # a zoom or pan reports its new range LOD_TIMEOUT_MS after the last wheel/drag event
+    # (Bokeh's default: 500 ms), so server-side re-aggregations start that much sooner
+    if hasattr(fig, "lod_timeout"):
+        fig.lod_timeout = fig.lod_interval = LOD_TIMEOUT_MS
     # the mouse wheel scrolls the page; wheel zoom is one click away in the toolbar
     if getattr(fig, "toolbar", None) is not None:
         fig.toolbar.active_scroll = None
@@ -73,7 +81,7 @@ def header_links():
     """The header's PNG / SVG switch (reloads the page with the other choice)."""
     return pn.pane.HTML('<span style="color:white">Figures: <a style="color:white" href="?figures=png">PNG</a>'
                         ' · <a style="color:white" href="?figures=svg">SVG</a> (the save tool of each plot)</span>',
-                        sizing_mode="fixed", width=380)
+                        sizing_mode="fixed", width=380, height=24)
 
 
 def use_bokeh() -> None:

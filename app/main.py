@@ -21,7 +21,7 @@ from app.pages.curves import LearningCurvesPage
 from app.pages.spectra import SpectraTab
 from app.pages.train import TrainPage
 from app.pages.training_set import TrainingSetPage
-from app.state import AppState, survey_path
+from app.state import AppState, catalogue_path, survey_path
 from labelcore import settings
 
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
@@ -30,7 +30,7 @@ figures.install()
 warm_up()        # once per process (``--setup app/warm.py`` does it before the first visitor)
 state = AppState(survey_dir=str(survey_path()))
 _own = settings.catalogue_path()
-catalogue = CatalogueTab(_own or survey_path() / "catalogue.parquet", state,
+catalogue = CatalogueTab(catalogue_path(), state,
                          title=f"Catalogue {_own.name}" if _own else "Survey catalogue (synthetic default survey)")
 _spectra = {}   # this session's Spectra tab, once opened
 
@@ -72,4 +72,5 @@ def keep_view_in_url():
 
 
 keep_view_in_url()
-template("labelcore", main=[tabs], header=[figures.header_links()]).servable(title="labelcore")
+page = template("labelcore", main=[tabs], header=[figures.header_links()])
+page.servable(title="labelcore")

@@ -45,6 +45,11 @@ def survey_path(survey_dir=None) -> Path:
     return load("labelcore.data.synth.survey:ensure_survey")()
 
 
+def catalogue_path() -> Path:
+    """The catalogue the Catalogue tab opens on: ``$LABELCORE_CATALOGUE`` or the survey's."""
+    return settings.catalogue_path() or survey_path() / "catalogue.parquet"
+
+
 @functools.lru_cache(maxsize=4)
 def load_catalogue(survey_dir: str | None = None) -> pd.DataFrame:
     """The catalogue table of a survey folder (default :func:`survey_path`)."""
@@ -130,6 +135,12 @@ class AppState(param.Parameterized):
         if self._callback is None:
             self._callback = pn.state.add_periodic_callback(self.check_runs, period=period_ms)
         return self
+
+    def stop(self) -> None:
+        """Stop checking the store (:meth:`start`)."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
 
     def run_submitted(self, run) -> None:
         """A page queued ``run``: make it the current run and let every page know."""

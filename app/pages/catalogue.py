@@ -59,16 +59,30 @@ ACTIVE = ["box_select", "tap"]
 CONFIRM_ROWS = 1_000_000
 #: rows of the selection table
 TABLE_ROWS = 200
+#: pixels (width, height) a plane is aggregated at (the browser scales it to the plot's frame)
+RASTER_PX = (480, 400)
+#: pixels (width, height) of the planes in a publication export
+PUBLICATION_PX = (800, 640)
 
 
 _WARM = {"done": False}
 
 
-def warm_up() -> None:
+def warm_up(catalogue=None) -> None:
     """Compile datashader's aggregations once per process (count, and the mean-and-count
     summary of colouring by a column) by drawing a page of a few hundred stars in both
     modes, so that no user's first view or first colour change pays the compilation
-    (~2-4 s). ``panel serve --setup app/warm.py`` runs it at server start."""
+    (~2-4 s). With ``catalogue`` (a Parquet path), also open and draw that catalogue once,
+    which reads the columns its first view needs into the process's shared table (a
+    10-million-star catalogue: ~4 s that its first visitor would otherwise wait).
+    ``panel serve --setup app/warm.py`` runs it at server start."""
+    if catalogue is not None and not _WARM.get(str(catalogue)):
+        _WARM[str(catalogue)] = True
+        warm_up()
+        page = CataloguePage(Path(catalogue))
+        for pane in page.plots():
+            hv.renderer("bokeh").get_plot(pane.object)
+        return
     if _WARM["done"]:
         return
     _WARM["done"] = True
@@ -84,6 +98,32 @@ def warm_up() -> None:
     page.select_box("teff", "logg", (4000, 1, 5000, 3))
     for plane in page.planes:
         plane[()]
+
+
+def compact_image(img: hv.Image) -> hv.Image:
+    """A rasterised layer in float32, NaN where no star falls: what Bokeh draws transparent.
+    HoloViews sends counts (uint32 with no-data 0) and means (float64) as float64; float32
+    keeps a count exact up to 2^24 per pixel and a mean to 7 digits, in half the bytes."""
+    first = img.data[img.vdims[0].name].values
+    if not (first != 0 if first.dtype.kind in "ui" else np.isfinite(first)).any():
+        # no star in the layer (nothing selected, or none in view): one transparent pixel
+        # over the same bounds, not a full image of NaN for the browser to decode and draw
+        return img.clone((np.asarray(img.bounds.lbrt()[0::2]).mean(keepdims=True),
+                          np.asarray(img.bounds.lbrt()[1::2]).mean(keepdims=True),
+                          *[np.full((1, 1), np.nan, np.float32) for _ in img.vdims]),
+                         bounds=img.bounds, vdims=[v.clone(nodata=None) for v in img.vdims])
+    data = img.data.copy()
+    vdims = []
+    for v in img.vdims:
+        arr = data[v.name].values
+        if arr.dtype.kind in "ui":
+            out = arr.astype(np.float32)
+            out[arr == 0] = np.nan
+        else:
+            out = arr.astype(np.float32, copy=False)
+        data[v.name] = (data[v.name].dims, out)
+        vdims.append(v.clone(nodata=None))
+    return img.clone(data, vdims=vdims)
 
 
 def column_unit(name: str) -> str:
@@ -164,6 +204,7 @@ class CataloguePage(pn.viewable.Viewer):
         self._frames_static: dict = {}
         self._version_stream = self._star_stream = None
         self._streams = []
+        self._layer_streams = []
         self.messages = MessageArea()
         self._fmt = pn.widgets.Select(label="Format", options=["parquet", "csv", "fits"], value="parquet", width=100)
         self._export_btn = pn.widgets.Button(label="Export selection", color="primary", width=150)
@@ -182,13 +223,13 @@ class CataloguePage(pn.viewable.Viewer):
         numeric = [c for c in d.numeric if not c.endswith(("_err", "_err_total")) and c not in ("source_id",)]
         self.param.color_by.objects = ["density", *numeric]
         for name, col in (("components", "component"), ("phases", "phase")):
-            vals = d.categories(col)[1] if d.has(col) else []
-            self.param[name].objects = vals
-            setattr(self, name, vals)
+            self.param[name].objects = d.categories(col)[1] if d.has(col) else []
         snr_cols = [c for c in d.numeric if c == "snr" or c.startswith("snr_")]
         self.param.snr_column.objects = snr_cols or [None]
-        self.snr_column = snr_cols[0] if snr_cols else None
-        self._update_table()
+        with param.parameterized.discard_events(self):   # one table, not one per filter set
+            self.param.update(components=self.param.components.objects, phases=self.param.phases.objects,
+                              snr_column=snr_cols[0] if snr_cols else None)
+        self._table_soon()
 
     # ------------------------------------------------------------------ data
     @param.depends("components", "phases", "min_snr", "snr_column", watch=True)
@@ -280,7 +321,7 @@ class CataloguePage(pn.viewable.Viewer):
         self.n_selected = int(self.selection_mask().sum()) if self.has_selection else 0
         self._frames.clear()
         self.view_version += 1
-        self._update_table()
+        self._table_soon()
         self._download.visible = False
         self._confirm_btn.visible = False
 
@@ -361,25 +402,49 @@ class CataloguePage(pn.viewable.Viewer):
                 cols.append(c)
         return cols
 
+    def _table_soon(self):
+        """Update the table after the planes: in a served session on the next tick, so that
+        the new images leave first (the first view's table comes once the page is shown);
+        at once elsewhere (notebooks, scripts, tests)."""
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            self._update_table()
+        elif not self._table_holder.objects:
+            pn.state.onload(self._update_table)
+        else:
+            doc.add_next_tick_callback(self._update_table)
+
     def _update_table(self):
+        """The first ``TABLE_ROWS`` rows of the selection (or of the shown stars) in the table
+        under the planes; the table widget is kept and given the new rows when its columns
+        stay the same (a new Tabulator per selection cost ~0.2 s)."""
         mask = self.selection_mask()
-        rows = np.flatnonzero(mask)[:TABLE_ROWS]
+        rows = np.flatnonzero(mask[: max(TABLE_ROWS, 1) * 64])[:TABLE_ROWS]
+        if len(rows) < TABLE_ROWS:             # the selection is sparse near the top: look further
+            rows = np.flatnonzero(mask)[:TABLE_ROWS]
         df = self.data.rows(rows, self.table_columns())
         df.insert(0, "row", rows)
-        fmt = {c: NumberFormatter(format="0" if c == "teff" else "0.000" if c in NEED else "0.[00]")
-               for c in df.columns if c not in ("id", "source_id") and pd.api.types.is_float_dtype(df[c])}
+        self._table_df = df
         title = "Selection" if self.has_selection else "Shown stars"
         n = int(mask.sum())
+        text = f"### {title}: first {min(n, TABLE_ROWS):,} of {n:,} stars (click a row to inspect the star)"
+        table = self._table_holder[1] if len(self._table_holder) == 2 else None
+        if table is not None and list(table.value.columns) == list(df.columns):
+            self._table_holder[0].object = text
+            table.value = df
+            return
+        fmt = {c: NumberFormatter(format="0" if c == "teff" else "0.000" if c in NEED else "0.[00]")
+               for c in df.columns if c not in ("id", "source_id") and pd.api.types.is_float_dtype(df[c])}
         table = safe_table(df, formatters=fmt, pagination="local", page_size=10, height=330,
                            sizing_mode="stretch_width", hidden_columns=["row"], selectable=1, show_index=False)
-        table.on_click(lambda e: self.inspect(int(df["row"].iloc[e.row])))
-        head = pn.pane.Markdown(f"### {title}: first {min(n, TABLE_ROWS):,} of {n:,} stars "
-                                f"(click a row to inspect the star)")
-        self._table_holder[:] = [head, table]
+        table.on_click(lambda e: self.inspect(int(self._table_df["row"].iloc[e.row])))
+        self._table_holder[:] = [pn.pane.Markdown(text), table]
 
     # ------------------------------------------------------------------ plots
-    def _frame(self, x, y, sub, selected: bool) -> pd.DataFrame:
-        key = (x, y, sub, selected, self.color_by, self.view_version)
+    def _index(self, sub, selected: bool):
+        """Rows of a layer (selected or unselected stars, of panel ``sub``), shared by the
+        planes; None for every star."""
+        key = ("rows", sub, selected, self.view_version)
         if key not in self._frames:
             m = self.filter_mask()
             if self.has_selection:
@@ -389,11 +454,17 @@ class CataloguePage(pn.viewable.Viewer):
             pm = self._panel_mask(sub)
             if pm is not None:
                 m = m & pm
+            self._frames[key] = None if m.all() else np.flatnonzero(m)
+        return self._frames[key]
+
+    def _frame(self, x, y, sub, selected: bool) -> pd.DataFrame:
+        key = (x, y, sub, selected, self.color_by, self.view_version)
+        if key not in self._frames:
+            idx = self._index(sub, selected)
             names = [x, y] + ([self.color_by] if selected and self.color_by != "density" else [])
-            if m.all():                   # every star: the cached columns themselves, no copy
+            if idx is None:               # every star: the cached columns themselves, no copy
                 arrays = [self.data.column(c) for c in names]
             else:
-                idx = np.flatnonzero(m)
                 arrays = [self.data.column(c)[idx] for c in names]
             cols = dict(zip([x, y, self._cname()][:len(names)], arrays, strict=True))
             # copy=False: the frame wraps the arrays (pandas would otherwise stack them)
@@ -417,7 +488,7 @@ class CataloguePage(pn.viewable.Viewer):
         return hv.DynamicMap(cb, streams=[self._version_stream])
 
     def _pixel_ratio(self) -> float:
-        """Aggregate pixels per screen pixel: coarser for small catalogues so that a few
+        """Aggregate pixels per ``RASTER_PX`` pixel: coarser for small catalogues so that a few
         thousand stars are seen, not single faint pixels (one star = one bin, so the
         hover's count and mean stay what they say)."""
         n = int(self.filter_mask().sum())
@@ -431,16 +502,46 @@ class CataloguePage(pn.viewable.Viewer):
         return hv.DynamicMap(cb, streams=[self._star_stream]).opts(
             marker="star", size=18, color="#d1495b", line_color="black", tools=[], active_tools=ACTIVE)
 
+    def _raster(self, points, agg, rng, pixel_ratio):
+        """One datashader layer of a plane, as the browser gets it.
+
+        - It is aggregated at ``RASTER_PX`` pixels (times ``pixel_ratio``) whatever the plot's
+          size in the browser, which draws it to the plot's frame. With HoloViews' PlotSize
+          stream the first image was thrown away as soon as the browser reported its size,
+          and the sharp one came a server round trip later (at 10M stars, 0.7-1 s of the
+          first paint); a zoom re-aggregates at the same resolution over the new range.
+        - ``rng`` is the plane's range stream, one for all its layers, so that a zoom updates
+          them in one refresh and one message (with a stream per layer they came one after
+          the other, 0.3 s apart at 10M stars). It starts at the plane's range: HoloViews
+          sets a new plot's range streams to the plot's range and re-renders it (its default
+          xlim counts as set); from an unset stream that re-aggregated every layer, from the
+          same values the result is memoised.
+        - The images are float32 with NaN where no star falls (:func:`compact_image`),
+          half the bytes of HoloViews' float64.
+        """
+        w, h = RASTER_PX
+        last = {}
+
+        def compact(img):             # once per new aggregate (a plot refresh re-applies it)
+            if last.get("in") is not img:
+                last["in"], last["out"] = img, compact_image(img)
+            return last["out"]
+        return rasterize(points, aggregator=agg, x_range=rng.x_range, y_range=rng.y_range,
+                         width=int(w * pixel_ratio), height=int(h * pixel_ratio), streams=[rng]).apply(compact)
+
     def plane(self, spec, sub=None, title=""):
         """One plane (overlay of the unselected, selected and inspected-star layers) with its
         box, lasso and tap streams wired to the page."""
         x, y, xr, yr, invert = spec
         pr = self._pixel_ratio()
-        common = dict(xlim=xr, ylim=yr, invert_xaxis=invert, invert_yaxis=invert, responsive=True,
+        # no xlim/ylim: the images span x_range/y_range already, and a plot with limits
+        # re-aggregates every layer once more right after its first render
+        common = dict(invert_xaxis=invert, invert_yaxis=invert, responsive=True,
                       min_height=380, bgcolor="white", xlabel=label_title(x), ylabel=label_title(y))
-        grey = rasterize(self._points(x, y, sub, False), aggregator=ds.count(), x_range=xr, y_range=yr,
-                         pixel_ratio=pr).opts(cmap=GREYS, cnorm="eq_hist", alpha=0.9, tools=[], active_tools=ACTIVE,
-                                                   **common)
+        rng = hv.streams.RangeXY(x_range=tuple(xr), y_range=tuple(yr))
+        self._layer_streams.append(rng)
+        grey = self._raster(self._points(x, y, sub, False), ds.count(), rng, pr).opts(
+            cmap=GREYS, cnorm="eq_hist", alpha=0.9, tools=[], active_tools=ACTIVE, **common)
         cname = self._cname()
         if self.color_by == "density":
             agg, clabel, fmt = ds.count(), "stars per pixel", "%d"
@@ -451,8 +552,7 @@ class CataloguePage(pn.viewable.Viewer):
                                                              else f" [{unit}]")
             fmt = tick_format(self.color_by)
         cname = self._cname()
-        top = rasterize(self._points(x, y, sub, True), aggregator=agg, x_range=xr, y_range=yr,
-                        pixel_ratio=pr)
+        top = self._raster(self._points(x, y, sub, True), agg, rng, pr)
         if self.color_by != "density":   # hover: "mean Teff [K]" and "stars" of the bin
             top = top.redim.label(**{cname: clabel, "count": "stars"})
         tips = [(label_title(x), f"$x{hover_format(x)}"), (label_title(y), f"$y{hover_format(y)}")]
@@ -472,23 +572,30 @@ class CataloguePage(pn.viewable.Viewer):
         lasso.add_subscriber(lambda geometry: geometry is not None and self.select_lasso(x, y, geometry, sub))
         tap.add_subscriber(lambda **kw: kw.get("x") is not None and self.pick(x, y, kw["x"], kw["y"], spans, sub))
         self._streams += [box, lasso, tap]
-        self._plane_info.append((spec, title, clabel))
+        self._plane_info.append((spec, title, clabel, sub, agg, self._layer_streams[-1]))
         return grey * top * self._star_marker(x, y)
 
     def publication_elements(self) -> list:
         """The planes as they are now (zoom, selection, colouring, star) as static elements
-        styled for the matplotlib backend: what the publication export writes."""
+        styled for the matplotlib backend: what the publication export writes. They are
+        aggregated afresh at ``PUBLICATION_PX`` pixels over each plane's current range, so
+        the figure does not depend on the browser window's size."""
         import holoviews.plotting.mpl  # noqa: F401  (the matplotlib backend's options)
 
         out = []
-        for plane, ((x, y, _xr, _yr, invert), title, clabel) in zip(self.planes, self._plane_info, strict=True):
-            layers = list(plane[()])
-            grey, top = layers[0], layers[1]
+        w, h = PUBLICATION_PX
+        for (x, y, xr, yr, invert), title, clabel, sub, agg, rng in self._plane_info:
+            xr, yr = rng.x_range or xr, rng.y_range or yr
+            grey, top = (compact_image(rasterize(self._points(x, y, sub, sel)[()], aggregator=a, x_range=xr,
+                                                 y_range=yr, width=w, height=h, dynamic=False))
+                         for sel, a in ((False, ds.count()), (True, agg)))
             grey = grey.opts(cmap=GREYS, cnorm="eq_hist", colorbar=False, backend="matplotlib")
             top = top.opts(cmap=self.cmap, colorbar=True, clabel=clabel,
                            cnorm="log" if self.color_by == "density" else "linear", backend="matplotlib")
-            parts = [grey, top] + [lay.opts(marker="*", s=250, color="#d1495b", edgecolors="black",
-                                            backend="matplotlib") for lay in layers[2:]]
+            parts = [grey, top]
+            if self.star is not None:
+                parts.append(self._star_marker(x, y)[()].opts(marker="*", s=250, color="#d1495b",
+                                                               edgecolors="black", backend="matplotlib"))
             out.append(hv.Overlay(parts).opts(title=title, invert_xaxis=invert, invert_yaxis=invert,
                                               xlabel=label_title(x), ylabel=label_title(y), fig_inches=(5, 4),
                                               backend="matplotlib"))
@@ -504,6 +611,7 @@ class CataloguePage(pn.viewable.Viewer):
         self._version_stream = hv.streams.Params(self, ["view_version"])
         self._star_stream = hv.streams.Params(self, ["star"])
         self._streams = [self._version_stream, self._star_stream]
+        self._layer_streams = []
         self._plane_info = []
 
     @param.depends("color_by", "cmap", "split")
@@ -618,8 +726,7 @@ class CatalogueTab(SourceTab):
         self.survey_table, self.store, self.title = survey_table, self.state.store, title
         self.state.param.watch(lambda e: self.refresh(), "runs_version")
         self.refresh()
-        self.source = "survey"
-        self._show()
+        self.start("survey")
 
     def refresh(self):
         """List the finished prediction runs of the store."""

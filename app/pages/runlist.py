@@ -66,6 +66,14 @@ class SourceTab(pn.viewable.Viewer):
                 return pn.pane.Alert(escape(exc), alert_type="warning")
         return self._pages[source]
 
+    def start(self, source):
+        """Show ``source`` at construction: one build (setting a new source builds through
+        the watcher; the same source is built here)."""
+        if self.source == source:
+            self._show()
+        else:
+            self.source = source
+
     @param.depends("source", watch=True)
     def _show(self):
         """Show the page of the current source; in a served session the holder shows a
@@ -87,6 +95,5 @@ class SourceTab(pn.viewable.Viewer):
             build()
 
     def __panel__(self):
-        return pn.Column(pn.widgets.Select.from_param(self.param.source, label=self.source_label, width=560,
-                                                      sizing_mode="fixed"),
+        return pn.Column(pn.widgets.Select.from_param(self.param.source, label=self.source_label, max_width=560),
                          self._holder, sizing_mode="stretch_width")

@@ -292,8 +292,7 @@ class SpectraTab(SourceTab):
         self._demo_cb = None
         self.state.param.watch(lambda e: self.refresh(), "runs_version")
         self.refresh()
-        self.source = DEMO
-        self._show()
+        self.start(DEMO)
 
     def demo_runs(self):
         """The demo runs (queued on the demo store's queue if missing)."""

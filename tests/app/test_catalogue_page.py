@@ -230,3 +230,65 @@ def test_column_table_reads_row_groups_and_streams_rows(tmp_path):
     with pytest.raises(FormatError, match="not a readable Parquet"):
         ColumnTable(bad)
     assert sorted(q.name for q in tmp_path.iterdir()) == ["bad.parquet", "c.parquet", "m.parquet", "o.csv"]
+
+
+def test_layers_reach_the_browser_as_float32_with_empty_bins_transparent(page):
+    """What a plane sends: float32 images whose empty bins are NaN (drawn transparent), with
+    exact counts; a layer without stars (nothing selected) is a single transparent pixel
+    over the plane's bounds, not a full image of NaN."""
+    import datashader as ds
+    from holoviews.operation.datashader import rasterize
+
+    pts = hv.Points(pd.DataFrame({"x": [0.1, 0.1, 0.6], "y": [0.1, 0.1, 0.9], "c": [1.0, 3.0, 5.0]}),
+                    vdims=["c"])
+    kw = dict(x_range=(0, 1), y_range=(0, 1), width=4, height=4, dynamic=False)
+    img = catmod.compact_image(rasterize(pts, aggregator=ds.count(), **kw))
+    arr = img.data[img.vdims[0].name].values
+    assert arr.dtype == np.float32 and np.nansum(arr) == 3 and np.isnan(arr).sum() == 14
+    both = catmod.compact_image(rasterize(pts, aggregator=ds.summary(c=ds.mean("c"), count=ds.count()), **kw))
+    mean, count = (both.data[v.name].values for v in both.vdims)
+    assert mean.dtype == count.dtype == np.float32
+    assert sorted(mean[np.isfinite(mean)]) == [2.0, 5.0] and sorted(count[np.isfinite(count)]) == [1, 2]
+    empty = catmod.compact_image(rasterize(pts.iloc[:0], aggregator=ds.count(), **kw))
+    assert empty.data[empty.vdims[0].name].shape == (1, 1) and empty.bounds.lbrt() == (0, 0, 1, 1)
+    # in a page: with nothing selected the grey layer is that one pixel; the coloured
+    # layer is aggregated at RASTER_PX whatever the browser's plot size
+    grey, top, _star = _layers(_planes(page)[0])
+    assert grey.data[grey.vdims[0].name].shape == (1, 1)
+    w, h = catmod.RASTER_PX
+    assert top.data[top.vdims[0].name].shape == (int(h * page._pixel_ratio()), int(w * page._pixel_ratio()))
+
+
+def test_a_new_plot_aggregates_each_layer_once(page, monkeypatch):
+    """HoloViews re-renders a new plot once with its range streams set to the plot's range;
+    that refresh must reuse the aggregate, not compute it again (at 10M stars a layer is
+    ~0.1 s, and the first view waits for it)."""
+    import datashader as ds
+
+    page.select_box("teff", "logg", (4000, 1, 6000, 4))
+    calls = []
+    orig = ds.Canvas.points
+    monkeypatch.setattr(ds.Canvas, "points", lambda self, *a, **k: calls.append(1) or orig(self, *a, **k))
+    for plane in _planes(page):
+        hv.render(plane, backend="bokeh")
+    assert len(calls) == 4                       # 2 planes x (unselected + selected)
+
+
+def test_one_table_is_built_when_a_page_opens(small_survey, monkeypatch):
+    """Opening a page sets its filters once: the selection table (a Parquet read) is built
+    once, not once per filter."""
+    calls = []
+    orig = CataloguePage._update_table
+    monkeypatch.setattr(CataloguePage, "_update_table", lambda self: calls.append(1) or orig(self))
+    page = CataloguePage(small_survey / "catalogue.parquet")
+    assert len(calls) == 1 and set(page.components) == {"thin", "thick", "halo"}
+
+
+def test_warm_up_reads_the_catalogue_columns_once_per_process(small_survey, monkeypatch):
+    from labelcore.data import columnar
+
+    path = small_survey / "catalogue.parquet"
+    monkeypatch.setattr(columnar, "_SHARED", {})
+    monkeypatch.setattr(catmod, "_WARM", {"done": True})
+    catmod.warm_up(path)
+    assert {"f:teff", "f:logg", "f:m_h", "f:alpha_m"} <= set(columnar.shared_table(path)._cache)
