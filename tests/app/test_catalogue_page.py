@@ -192,7 +192,7 @@ def test_missing_columns_named():
 
 
 def test_template_is_servable(page):
-    assert isinstance(page.template(), pn.template.FastListTemplate)
+    assert isinstance(page.template(), pn.template.BootstrapTemplate)
 
 
 # ---------------------------------------------------------------- ColumnTable
