@@ -255,6 +255,42 @@ def test_catalogue_box_lasso_export_and_star_inspector_in_chromium(server, small
         Image.open(shot).save(out)
 
 
+_IMAGES_JS = """() => { const out = [];
+  for (const d of Bokeh.documents) for (const m of d._all_models.values())
+    if (m.type === 'Figure' || m.type === 'Plot') for (const r of m.renderers)
+      if (r.glyph && r.glyph.type === 'Image') { const s = r.data_source.data, im = s.image[0];
+        if (im.shape && im.shape[0] > 1) out.push({x0: m.x_range.start, x1: m.x_range.end, ix: s.x[0],
+                                                   idw: s.dw[0], shape: Array.from(im.shape)}); }
+  return out; }"""
+
+
+def test_a_wheel_zoom_re_aggregates_the_plane_over_its_new_range(server):
+    """A wheel zoom on the Kiel diagram brings a new image from the server that spans the
+    zoomed x-range (the aggregate of the stars in view, not the old image stretched), at
+    the same resolution."""
+    from playwright.sync_api import sync_playwright
+
+    from app.pages.catalogue import KIEL
+
+    with sync_playwright() as p:
+        browser, page = _open_app(p, server, height=1200)
+        assert _wait_for_canvases(page, 4) >= 4
+        page.wait_for_function(f"() => ({_IMAGES_JS})().length >= 2", timeout=60_000)
+        before = page.evaluate(_IMAGES_JS)[0]
+        assert abs(before["ix"] - KIEL[2][0]) < 1 and abs(before["ix"] + before["idw"] - KIEL[2][1]) < 1
+        kiel = _plane_boxes(page)[0]
+        page.locator('[title="Wheel Zoom"]').first.click()
+        page.mouse.move(kiel["x"] + 0.5 * kiel["width"], kiel["y"] + 0.5 * kiel["height"])
+        page.mouse.wheel(0, -400)
+        page.wait_for_function(f"() => ({_IMAGES_JS})()[0].idw < {before['idw'] * 0.9}", timeout=60_000)
+        after = page.evaluate(_IMAGES_JS)[0]
+        lo, hi = sorted((after["x0"], after["x1"]))
+        assert hi - lo < 0.9 * (KIEL[2][1] - KIEL[2][0])            # zoomed in
+        assert abs(after["ix"] - lo) < 0.01 * (hi - lo) and abs(after["ix"] + after["idw"] - hi) < 0.01 * (hi - lo)
+        assert after["shape"] == before["shape"]
+        browser.close()
+
+
 def test_a_bookmarked_view_opens_where_it_was(server, small_survey):
     """The URL keeps the tab and the inspected star: opening it shows them again."""
     import pandas as pd
