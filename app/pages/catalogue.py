@@ -427,7 +427,7 @@ class CataloguePage(pn.viewable.Viewer):
         self._table_df = df
         title = "Selection" if self.has_selection else "Shown stars"
         n = int(mask.sum())
-        text = f"### {title}: first {min(n, TABLE_ROWS):,} of {n:,} stars (click a row to inspect the star)"
+        text = f"#### {title}: first {min(n, TABLE_ROWS):,} of {n:,} stars (click a row to inspect the star)"
         table = self._table_holder[1] if len(self._table_holder) == 2 else None
         if table is not None and list(table.value.columns) == list(df.columns):
             self._table_holder[0].object = text

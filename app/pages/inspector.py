@@ -86,7 +86,7 @@ class StarInspector:
     def _view(self, page, star_id, cat, obs, own):
         r = cat.iloc[0]
         names = [c for c in ("teff", "logg", "m_h", "alpha_m") if c in cat.columns]
-        head = [f"### Star {escape(star_id)}"]
+        head = [f"#### Star {escape(star_id)}"]
         if "source_id" in cat.columns:
             head.append(f"source_id {escape(r['source_id'])} · ")
         head.append("marked ★ on the planes above")
