@@ -54,10 +54,6 @@ def _output_backend_hook(plot, element):
     fig = plot.state
     if svg_requested():
         fig.output_backend = "svg"
-    # a zoom or pan reports its new range LOD_TIMEOUT_MS after the last wheel/drag event
-    # (Bokeh's default: 500 ms), so server-side re-aggregations start that much sooner
-    if hasattr(fig, "lod_timeout"):
-        fig.lod_timeout = fig.lod_interval = LOD_TIMEOUT_MS
     # the mouse wheel scrolls the page; wheel zoom is one click away in the toolbar
     if getattr(fig, "toolbar", None) is not None:
         fig.toolbar.active_scroll = None
@@ -73,7 +69,11 @@ def install() -> None:
     type drawn, and make pan (not wheel zoom) the active drag so that the mouse wheel
     scrolls the page; wheel zoom stays one click away in each toolbar. Toolbars sit above
     the plots, where every tool (the save tool too) fits without an overflow menu."""
-    hv.opts.defaults(*(getattr(hv.opts, name)(hooks=[_output_backend_hook], active_tools=["pan"], toolbar="above")
+    # a zoom or pan reports its new range LOD_TIMEOUT_MS after the last wheel/drag event
+    # (Bokeh's and HoloViews' default: 500 ms), so server-side re-aggregations start sooner
+    lod = {"interval": LOD_TIMEOUT_MS, "timeout": LOD_TIMEOUT_MS}
+    hv.opts.defaults(*(getattr(hv.opts, name)(hooks=[_output_backend_hook], active_tools=["pan"], toolbar="above",
+                                              lod=lod)
                        for name in ELEMENTS), backend="bokeh")
 
 

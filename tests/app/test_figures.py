@@ -73,3 +73,16 @@ def test_publication_export_of_the_current_view(small_survey, tmp_path):
         publication_export(page.publication_elements(), tmp_path / "c.png", "png", 5)
     with pytest.raises(ValidationError, match="format"):
         publication_export(page.publication_elements(), tmp_path / "c.eps", "eps", 100)
+
+
+def test_plots_report_a_zoom_soon_after_the_wheel_stops():
+    """Every plot, overlays included, reports its new range LOD_TIMEOUT_MS after the last
+    wheel or drag event (the server re-aggregates then), not after Bokeh's 500 ms; it is in
+    the figure the browser first receives, so a session's first zoom has it too."""
+    import holoviews as hv
+
+    figures.install()
+    overlay = hv.Image(np.ones((3, 3))) * hv.Points([(0, 0)])
+    for obj in (hv.Image(np.ones((3, 3))), hv.Curve([1, 2, 3]), overlay):
+        fig = hv.renderer("bokeh").get_plot(obj).state
+        assert fig.lod_timeout == fig.lod_interval == figures.LOD_TIMEOUT_MS < 500
