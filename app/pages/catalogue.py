@@ -10,7 +10,10 @@ only the columns drawn or filtered on); each plane is a pair of datashader layer
 stars outside the selection in grey, the selected ones in colour) fed by DynamicMaps, so a
 filter or a selection updates the images in place and a zoom re-aggregates only; the
 selection itself is a boolean mask computed with numpy (:mod:`app.selection`), no
-dataframe query and no geometry library.
+dataframe query and no geometry library. The images are aggregated at a fixed
+``RASTER_PX`` and sent as float32 (:meth:`CataloguePage._raster`), so the browser's first
+image is the final one; ``panel serve --setup app/warm.py`` reads the columns and builds a
+throwaway session before the first visitor.
 """
 
 from __future__ import annotations
