@@ -207,7 +207,6 @@ class CataloguePage(pn.viewable.Viewer):
         self._frames_static: dict = {}
         self._version_stream = self._star_stream = None
         self._streams = []
-        self._layer_streams = []
         self.messages = MessageArea()
         self._fmt = pn.widgets.Select(label="Format", options=["parquet", "csv", "fits"], value="parquet", width=100)
         self._export_btn = pn.widgets.Button(label="Export selection", color="primary", width=150)
@@ -542,7 +541,6 @@ class CataloguePage(pn.viewable.Viewer):
         common = dict(invert_xaxis=invert, invert_yaxis=invert, responsive=True,
                       min_height=380, bgcolor="white", xlabel=label_title(x), ylabel=label_title(y))
         rng = hv.streams.RangeXY(x_range=tuple(xr), y_range=tuple(yr))
-        self._layer_streams.append(rng)
         grey = self._raster(self._points(x, y, sub, False), ds.count(), rng, pr).opts(
             cmap=GREYS, cnorm="eq_hist", alpha=0.9, tools=[], active_tools=ACTIVE, **common)
         cname = self._cname()
@@ -575,7 +573,7 @@ class CataloguePage(pn.viewable.Viewer):
         lasso.add_subscriber(lambda geometry: geometry is not None and self.select_lasso(x, y, geometry, sub))
         tap.add_subscriber(lambda **kw: kw.get("x") is not None and self.pick(x, y, kw["x"], kw["y"], spans, sub))
         self._streams += [box, lasso, tap]
-        self._plane_info.append((spec, title, clabel, sub, agg, self._layer_streams[-1]))
+        self._plane_info.append((spec, title, clabel, sub, agg, rng))
         return grey * top * self._star_marker(x, y)
 
     def publication_elements(self) -> list:
@@ -614,7 +612,6 @@ class CataloguePage(pn.viewable.Viewer):
         self._version_stream = hv.streams.Params(self, ["view_version"])
         self._star_stream = hv.streams.Params(self, ["star"])
         self._streams = [self._version_stream, self._star_stream]
-        self._layer_streams = []
         self._plane_info = []
 
     @param.depends("color_by", "cmap", "split")
