@@ -41,10 +41,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ridge_baseline  # noqa: E402
 
+from labelcore._numerics import median_snr  # noqa: E402
 from labelcore.constants import SNR_BINS  # noqa: E402
 from labelcore.data.synth.datasets import labelled_set  # noqa: E402
 from labelcore.methods import method_class  # noqa: E402
-from labelcore.methods.calibration import zscore_spread  # noqa: E402
+from labelcore.methods.calibration import ErrorModel, zscore_spread  # noqa: E402
 
 SETUPS = {
     "rave": dict(setup="rave", n_train=3000, n_test=2000, labels=("teff", "logg", "m_h", "alpha_m"),
@@ -92,7 +93,41 @@ def run_method(name, tr, te, photometry, quick, cal_folds=None):
     d = model.predict_details(te.flux, flux_err=te.flux_err, photometry=phot_te)
     t_pred = time.perf_counter() - t
     return {"pred": d.labels, "formal": d.errors, "total": d.total_errors,
-            "fit_s": t_fit, "calibrate_s": t_cal, "predict_s": t_pred, "ood": float(d.quality["ood"].mean())}
+            "fit_s": t_fit, "calibrate_s": t_cal, "predict_s": t_pred, "ood": float(d.quality["ood"].mean()),
+            "calibration_inputs": model.calibration_inputs_}
+
+
+def measured_snr(flux, flux_err):
+    """The S/N the error model sees for these spectra (as ``predict_details`` measures it)."""
+    bad = ~np.isfinite(flux) | ~np.isfinite(flux_err) | (flux_err <= 0)
+    return median_snr(flux, flux_err, bad)
+
+
+def save_arrays(folder, key, name, out, te):
+    """Everything needed to re-fit and re-judge the error model without training again."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ci = out["calibration_inputs"]
+    np.savez(folder / f"{key}_{name}.npz", pred=out["pred"], formal=out["formal"], truth=te.truth,
+             snr_true=te.snr, snr=measured_snr(te.flux, te.flux_err), cal_resid=ci["resid"],
+             cal_formal=ci["formal"], cal_snr=ci["snr"],
+             cal_label_err=np.full_like(ci["resid"], np.nan) if ci["label_err"] is None else ci["label_err"])
+
+
+def reevaluate(folder):
+    """Re-fit each saved run's error model with the current ``ErrorModel`` and print its
+    z-spreads on the held-out stars (no training: ``--arrays`` of an earlier run)."""
+    for path in sorted(Path(folder).glob("*.npz")):
+        a = np.load(path)
+        em = ErrorModel.fit(a["cal_resid"], a["cal_formal"], a["cal_snr"], a["cal_label_err"])
+        total = em.total(a["formal"], a["snr"])
+        st = stats(a["pred"], a["truth"], a["snr_true"], a["formal"], total)
+        cells = [f"{s['label']}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.2f}" for s in st
+                 if not np.isnan(s["snr_lo"])]
+        bad = [c for c in cells if not 0.8 <= float(c.rsplit("=", 1)[1]) <= 1.25]
+        overall = " ".join(f"{s['z_total']:.2f}" for s in st if np.isnan(s["snr_lo"]))
+        print(f"{path.stem:20s} z_total {overall}; {len(cells) - len(bad)}/{len(cells)} bins in 0.8-1.25"
+              + (f"; outside: {', '.join(bad)}" if bad else ""))
 
 
 def stats(pred, truth, snr, formal=None, total=None):
@@ -124,7 +159,13 @@ def main():
     ap.add_argument("--json", help="also write every number here")
     ap.add_argument("--calibration-folds", default="",
                     help="K of the calibration refits per method, e.g. CNN=5 (default: CNN 2, others 3)")
+    ap.add_argument("--arrays", help="also save each method's predictions and error-model inputs in this folder")
+    ap.add_argument("--reevaluate", metavar="FOLDER",
+                    help="only re-fit the error models saved by --arrays and print their z-spreads")
     a = ap.parse_args()
+    if a.reevaluate:
+        reevaluate(a.reevaluate)
+        return
     cal_folds = {k: int(v) for k, v in (kv.split("=") for kv in a.calibration_folds.split(",") if kv)}
     methods = [m for m in a.methods.split(",") if m]
     if "Cannon" not in methods:
@@ -150,6 +191,8 @@ def main():
             out = run_method(m, tr, te, spec["photometry"], a.quick, cal_folds)
             out["stats"] = stats(out["pred"], te.truth, te.snr, out["formal"], out["total"])
             res[m] = out
+            if a.arrays:
+                save_arrays(a.arrays, key, m, out, te)
             print(f"  {m}: fit {out['fit_s']:.1f} s, error calibration {out['calibrate_s']:.1f} s, "
                   f"predict {out['predict_s']:.2f} s, ood {out['ood']:.1%}", flush=True)
         t = time.perf_counter()
@@ -160,7 +203,7 @@ def main():
         print_table(key, spec, names, res, methods)
     if a.json:
         Path(a.json).write_text(json.dumps({k: {m: {kk: vv for kk, vv in r.items()
-                                                    if kk not in ("pred", "formal", "total")}
+                                                    if kk not in ("pred", "formal", "total", "calibration_inputs")}
                                                 for m, r in v.items()} for k, v in report.items()}, indent=1))
 
 

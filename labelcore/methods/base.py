@@ -201,7 +201,11 @@ class LabelMethod:
                              photometry=None if phot is None else phot[tr], progress=step)
             pred[te], formal[te] = sub.predict(fnan[te], flux_err=None if e is None else e[te],
                                                photometry=None if phot is None else phot[te], return_std=True)
-        self.error_model_ = ErrorModel.fit(pred - y, formal, median_snr(f, e, bad), ye)
+        snr = median_snr(f, e, bad)
+        #: the error model's inputs (not saved with the model): refit the model from them
+        #: with ``ErrorModel.fit(**model.calibration_inputs_)`` without repeating the refits
+        self.calibration_inputs_ = {"resid": pred - y, "formal": formal, "snr": snr, "label_err": ye}
+        self.error_model_ = ErrorModel.fit(**self.calibration_inputs_)
         report(progress, 1.0, "errors calibrated")
         return self.error_model_
 
