@@ -37,6 +37,44 @@ def test_error_model_recovers_a_known_error_law_despite_label_noise():
         ErrorModel.fit(resid[:5], formal[:5], snr[:5])
 
 
+def _label_noise_dominated(n, rng):
+    """Out-of-fold residuals as the CNN's Teff has them: the training labels' noise (60-80 K)
+    is three times the method's error (20-28 K), whose ensemble spread is noisy and shrinks
+    with S/N faster than the error does."""
+    snr = np.exp(rng.uniform(np.log(30), np.log(150), n))
+    formal = 400 / snr * rng.lognormal(0, 0.35, n)
+    sig = np.sqrt(20.0**2 + (600 / snr) ** 2)
+    e = 65 * rng.lognormal(0, 0.2, n)
+    return snr, formal[:, None], sig, e[:, None]
+
+
+def test_error_model_is_not_fooled_when_label_noise_dominates():
+    rng = np.random.default_rng(5)
+    snr, formal, sig, e = _label_noise_dominated(3000, rng)
+    resid = rng.normal(size=3000) * sig + rng.normal(size=3000) * e[:, 0]
+    em = ErrorModel.fit(resid[:, None], formal, snr, e)
+    snr2, formal2, sig2, _ = _label_noise_dominated(4000, rng)
+    tot = em.total(formal2, snr2)[:, 0]
+    assert 0.75 < np.median(tot / sig2) < 1.3             # a Student-t fit collapsed to ~0.05
+    z = rng.normal(size=4000) * sig2 / tot
+    q = np.quantile(snr2, [0, 0.25, 0.5, 0.75, 1])
+    spreads = [zscore_spread(z[(snr2 >= a) & (snr2 <= b)]) for a, b in zip(q[:-1], q[1:])]
+    assert all(0.8 <= s <= 1.25 for s in spreads), spreads
+
+
+def test_error_model_ignores_catastrophic_fits():
+    rng = np.random.default_rng(6)
+    n = 3000
+    snr = np.exp(rng.uniform(np.log(20), np.log(200), n))
+    formal = (0.5 / snr)[:, None]
+    sig = np.sqrt((2 * formal[:, 0]) ** 2 + 0.005**2)
+    resid = rng.normal(size=n) * sig
+    bad = rng.random(n) < 0.04                            # 4 % fits ten times worse
+    resid[bad] *= 10
+    em = ErrorModel.fit(resid[:, None], formal, snr)
+    np.testing.assert_allclose(em.total(formal, snr)[:, 0], sig, rtol=0.12)
+
+
 def _known_noise_set(n, seed, underestimate=2.0):
     """Spectra of a quadratic model whose reported flux errors are ``underestimate`` times
     too small, at S/N 20-200: formal errors are too small by about that factor."""
