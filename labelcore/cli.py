@@ -22,7 +22,7 @@ from labelcore.errors import LabelcoreError
 from labelcore.methods import method_names
 from labelcore.prep.ingest import ingest, parse_grid
 from labelcore.prep.training import PAPER_LABELS, build_from_files, build_training_set
-from labelcore.runs import JobQueue, RunStore, build_config, ensure_demo_runs, execute
+from labelcore.runs import DEFAULT_CALIBRATION_FOLDS, JobQueue, RunStore, build_config, ensure_demo_runs, execute
 
 
 def _progress(frac, msg):
@@ -272,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", default="")
     t.add_argument("--cods", action="store_true", help="also compute coefficients of dependence (SLAM)")
-    t.add_argument("--calibration-folds", type=int, default=3, metavar="K",
-                   help="K-fold refits that calibrate the total errors (default 3; 0 = formal errors only)")
+    t.add_argument("--calibration-folds", type=int, default=DEFAULT_CALIBRATION_FOLDS, metavar="K",
+                   help=f"K-fold refits that calibrate the total errors (default {DEFAULT_CALIBRATION_FOLDS}; "
+                        "0 = formal errors only)")
     t.add_argument("--store", help="run store folder (default: <data dir>/runs)")
     t.add_argument("--background", action="store_true", help="start as a subprocess and return")
     t.add_argument("--verbose", action="store_true", help="log every progress message")

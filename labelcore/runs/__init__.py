@@ -28,6 +28,7 @@ Modules, by job:
 
 from labelcore.runs.config import (
     DATA_SOURCES,
+    DEFAULT_CALIBRATION_FOLDS,
     PredictConfig,
     RunConfig,
     TrainConfig,
@@ -45,6 +46,6 @@ from labelcore.runs.tasks import (
     load_run_data,
 )
 
-__all__ = ["DATA_SOURCES", "FINAL_STATES", "LIVE_CURVES_INTERVAL", "STATES", "JobQueue", "PredictConfig", "Run",
-           "RunCancelled", "RunConfig", "RunError", "RunStore", "TrainConfig", "build_config", "demo_configs",
-           "ensure_demo_runs", "execute", "load_run_data", "parse_config"]
+__all__ = ["DATA_SOURCES", "DEFAULT_CALIBRATION_FOLDS", "FINAL_STATES", "LIVE_CURVES_INTERVAL", "STATES",
+           "JobQueue", "PredictConfig", "Run", "RunCancelled", "RunConfig", "RunError", "RunStore", "TrainConfig",
+           "build_config", "demo_configs", "ensure_demo_runs", "execute", "load_run_data", "parse_config"]

@@ -58,7 +58,7 @@ def test_error_model_is_not_fooled_when_label_noise_dominates():
     assert 0.75 < np.median(tot / sig2) < 1.3             # a Student-t fit collapsed to ~0.05
     z = rng.normal(size=4000) * sig2 / tot
     q = np.quantile(snr2, [0, 0.25, 0.5, 0.75, 1])
-    spreads = [zscore_spread(z[(snr2 >= a) & (snr2 <= b)]) for a, b in zip(q[:-1], q[1:])]
+    spreads = [zscore_spread(z[(snr2 >= a) & (snr2 <= b)]) for a, b in zip(q[:-1], q[1:], strict=True)]
     assert all(0.8 <= s <= 1.25 for s in spreads), spreads
 
 
