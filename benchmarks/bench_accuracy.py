@@ -131,9 +131,9 @@ def reevaluate(folder):
         em = ErrorModel.fit(a["cal_resid"], a["cal_formal"], a["cal_snr"], a["cal_label_err"])
         total = em.total(a["formal"], a["snr"])
         st = stats(a["pred"], a["truth"], a["snr_true"], a["formal"], total)
-        cells = [f"{s['label']}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.2f}" for s in st
-                 if not np.isnan(s["snr_lo"])]
-        bad = [c for c in cells if not 0.8 <= float(c.rsplit("=", 1)[1]) <= 1.25]
+        cells = [s for s in st if not np.isnan(s["snr_lo"])]
+        bad = [f"{s['label']}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.3f}" for s in cells
+               if not 0.8 <= s["z_total"] <= 1.25]
         overall = " ".join(f"{s['z_total']:.2f}" for s in st if np.isnan(s["snr_lo"]))
         print(f"{path.stem:20s} z_total {overall}; {len(cells) - len(bad)}/{len(cells)} bins in 0.8-1.25"
               + (f"; outside: {', '.join(bad)}" if bad else ""))
@@ -235,14 +235,12 @@ def print_table(key, spec, names, res, methods):
                   f"{s.get('z_formal', np.nan):8.2f} {s.get('z_total', np.nan):8.2f}  {ok}")
     print("z_total per S/N bin (label: bin=z):")
     for m in methods:
-        cells = []
-        for s in res[m]["stats"]:
-            if not np.isnan(s["snr_lo"]) and "z_total" in s:
-                cells.append(f"{names[s['label']]}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.2f}")
+        cells = [s for s in res[m]["stats"] if not np.isnan(s["snr_lo"]) and "z_total" in s]
         if not cells:
             print(f"  {m:7s} not calibrated (--calibration-folds {m}=0)")
             continue
-        bad = [c for c in cells if not 0.8 <= float(c.rsplit("=", 1)[1]) <= 1.25]
+        bad = [f"{names[s['label']]}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.3f}" for s in cells
+               if not 0.8 <= s["z_total"] <= 1.25]
         print(f"  {m:7s} {len(cells) - len(bad)}/{len(cells)} bins within 0.8-1.25" +
               (f"; outside: {', '.join(bad)}" if bad else ""))
     print(f"accuracy targets missed in {key}: {', '.join(misses) if misses else 'none'}", flush=True)
