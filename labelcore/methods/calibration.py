@@ -100,7 +100,7 @@ class ErrorModel:
                 raise ValidationError(f"label {j}: {int(ok.sum())} out-of-fold residuals are too few to "
                                       "calibrate its errors (need 10)")
             r, fo, iv, e2 = resid[ok, j], formal[ok, j], inv_snr[ok], le[ok, j] ** 2
-            law, _, _ = _fit_law(r, fo, iv, e2)
+            law = _fit_law(r, fo, iv, e2)
             law = law + np.log(_shrunk_spread_factor(r, _var(law, fo, iv), e2))
             alpha[j], floor[j], coef[j] = np.exp(law)
             count[j] = ok.sum()
@@ -162,8 +162,8 @@ def _log_mixture(r, v, frac, wide):
 
 
 def _fit_law(r, formal, inv_snr, e2):
-    """log(alpha, floor, snr_coef), the outlier fraction and the outliers' width maximising
-    the mixture likelihood of r (:func:`_log_mixture`, variance law + e2)."""
+    """log(alpha, floor, snr_coef) maximising the mixture likelihood of r
+    (:func:`_log_mixture`, variance law + e2; the outlier fraction and width fitted too)."""
     scale = max(float(1.4826 * np.median(np.abs(r - np.median(r)))), float(np.std(r)) * 1e-3, 1e-12)
     med = float(np.median(formal))
     start = np.array([np.log(max(min(scale / med, 1e3), 1e-3)) if med > 0 else 0.0, np.log(0.3 * scale),
@@ -181,13 +181,13 @@ def _fit_law(r, formal, inv_snr, e2):
 
     res = minimize(nll, start, method="Nelder-Mead",
                    options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 6000, "maxfev": 6000})
-    return unpack(res.x)
+    return unpack(res.x)[0]
 
 
-def _spread_factor(r, var, e2, iters: int = 40):
+def _spread_factor(r, var, e2):
     """kappa such that zscore_spread(r / sqrt(kappa^2 var + e2)) = 1 (bisection in log)."""
     lo, hi = -5.0, 5.0
-    for _ in range(iters):
+    for _ in range(40):
         mid = 0.5 * (lo + hi)
         if zscore_spread(r / np.sqrt(np.exp(2 * mid) * var + e2 + 1e-300)) > 1.0:
             lo = mid
@@ -196,17 +196,16 @@ def _spread_factor(r, var, e2, iters: int = 40):
     return 0.5 * (lo + hi)
 
 
-def _shrunk_spread_factor(r, var, e2, prior: float | None = None):
+def _shrunk_spread_factor(r, var, e2):
     """The z-spread factor kappa (:func:`_spread_factor`) shrunk towards one by its own
-    uncertainty: log kappa ~ N(log kappa_hat, se^2) times a N(0, prior^2) prior. se is the
+    uncertainty: log kappa ~ N(log kappa_hat, se^2) times a N(0, KAPPA_PRIOR^2) prior. se is the
     z-spread's sampling error (0.96 / sqrt(n) for Gaussian z) divided by the spread's
     sensitivity to kappa, which vanishes where the label noise e2 dominates: there the
     residuals cannot say what the error is and the fitted law stands."""
-    prior = KAPPA_PRIOR if prior is None else prior
     lk = _spread_factor(r, var, e2)
     h = 0.05
     s_up = zscore_spread(r / np.sqrt(np.exp(2 * (lk + h)) * var + e2 + 1e-300))
     s_dn = zscore_spread(r / np.sqrt(np.exp(2 * (lk - h)) * var + e2 + 1e-300))
     slope = abs(np.log(s_dn) - np.log(s_up)) / (2 * h)       # -d log spread / d log kappa
     se2 = (0.96**2 / r.size) / max(slope, 1e-6) ** 2
-    return float(np.exp(lk * prior**2 / (prior**2 + se2)))
+    return float(np.exp(lk * KAPPA_PRIOR**2 / (KAPPA_PRIOR**2 + se2)))
