@@ -33,8 +33,8 @@ from labelcore.data.containers import Labels, Spectra, check_wavelength_grid
 from labelcore.data.io import atomic_dir, recover_artifact
 from labelcore.errors import FormatError, LabelcoreError, ValidationError
 from labelcore.methods import capabilities as caps
+from labelcore.methods.calibration import DEFAULT_CALIBRATION_FOLDS, ErrorModel
 from labelcore.methods.calibration import PREFIX as ERR_PREFIX
-from labelcore.methods.calibration import ErrorModel
 from labelcore.methods.ood import SpectrumEnvelope
 from labelcore.methods.params import Param, validate_params
 from labelcore.progress import report  # noqa: F401  (the methods' progress helper)
@@ -156,7 +156,7 @@ class LabelMethod:
         return self.get_params()
 
     def calibrate_errors(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
-                         n_folds: int = 3, progress=None):
+                         n_folds: int = DEFAULT_CALIBRATION_FOLDS, progress=None):
         """Fit the calibrated total-error model (:mod:`labelcore.methods.calibration`) from
         ``n_folds``-fold out-of-fold predictions of these stars (normally the training
         set): a copy of the model with :meth:`_refit_params` is trained on K-1 folds and
@@ -169,7 +169,7 @@ class LabelMethod:
         flux, labels, flux_err, label_err, photometry
             As in ``fit`` (photometry when the model uses it).
         n_folds : int
-            K of the K-fold (>= 2).
+            K of the K-fold (>= 2; default :data:`~labelcore.methods.calibration.DEFAULT_CALIBRATION_FOLDS`).
         progress : callable, optional
             ``progress(fraction, message)``.
 

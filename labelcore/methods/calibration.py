@@ -51,6 +51,13 @@ from labelcore.errors import ValidationError
 
 PREFIX = "err_"
 
+#: K of the error-calibration refits (``LabelMethod.calibrate_errors``, training runs, the
+#: CLI). The refits train on (K-1)/K of the stars and are worse than the final model where
+#: it still gains from more stars, so the calibrated errors come out conservative: the
+#: CNN's 2-fold refits left 10 of 20 label x S/N bins at z-spreads of 0.57-0.78, its 5-fold
+#: refits 1 (benchmarks/bench_accuracy.py).
+DEFAULT_CALIBRATION_FOLDS = 5
+
 
 def zscore_spread(z) -> float:
     """Half of the 16-84th percentile range of the finite values of ``z`` (1 for a

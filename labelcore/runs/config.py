@@ -29,6 +29,7 @@ from labelcore._lazy import load
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods import method_class, method_names
+from labelcore.methods.calibration import DEFAULT_CALIBRATION_FOLDS
 
 #: data kind -> "module:object" with ``validate(spec)`` and ``load(spec)``
 DATA_SOURCES: dict[str, str] = {
@@ -62,11 +63,6 @@ def _plain(doc):
     return json.loads(json.dumps(doc, default=_json_default))
 
 
-#: K of the error-calibration refits of a training run. The refits train on (K-1)/K of the
-#: stars and are worse than the final model where it still gains from more stars, so the
-#: calibrated errors come out conservative: the CNN's 2-fold refits left 10 of 20 label x
-#: S/N bins at z-spreads of 0.57-0.78, its 5-fold refits 1 (benchmarks/bench_accuracy.py).
-DEFAULT_CALIBRATION_FOLDS = 5
 
 
 @dataclass(frozen=True)
