@@ -3,7 +3,9 @@
     python benchmarks/bench_accuracy.py [--setups rave,rave_phot,lamost,apogee]
                                         [--methods Cannon,Lux,SLAM,CNN] [--quick] [--json out.json]
                                         [--calibration-folds CNN=5] [--arrays DIR]
+                                        [--reference DIR]
     python benchmarks/bench_accuracy.py --reevaluate DIR
+    python benchmarks/bench_accuracy.py --table DIR [DIR ...]
 
 For each set-up, one labelled set is drawn (survey-like populations: dwarfs and giants, the
 generator's line lists, S/N 30-150 log-uniform, training labels with catalogue noise) and
@@ -27,7 +29,10 @@ the paper's (C, gamma) grid. Errors are calibrated by 3-fold refits, the CNN's b
 by 20-25 % in 7 of 20 bins; 5-fold costs ~4x the CNN's fit). ``--calibration-folds CNN=2``
 (or ``CNN=0``: accuracy only) for a quicker run. ``--arrays DIR`` keeps each run's
 predictions and error-model inputs; ``--reevaluate DIR`` re-fits the error models from them
-and prints the z-spreads without training anything.
+and prints the z-spreads without training anything; ``--table DIR ...`` prints the markdown
+table of every saved run (later folders win), re-fitting the error models the same way.
+``--reference DIR`` takes The Cannon's held-out predictions and error model from a saved run
+of the same stars instead of training it again (checked: the held-out truths must match).
 Targets (issue #14): each method <= 1.0 x The Cannon on every label in its paper's set-up
 (CNN rave_phot, SLAM lamost, Lux apogee) and <= 1.3 x elsewhere; z-spread 0.8-1.25.
 """
@@ -111,32 +116,103 @@ def measured_snr(flux, flux_err):
 
 
 def save_arrays(folder, key, name, out, te):
-    """Everything needed to re-fit and re-judge the error model without training again."""
+    """Everything needed to re-fit and re-judge the error model without training again
+    (an uncalibrated run, ``--calibration-folds M=0``, keeps its predictions only)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ci = out["calibration_inputs"]
-    if ci is None:                              # not calibrated: nothing to re-fit
-        return
+    cal = {} if ci is None else dict(
+        cal_resid=ci["resid"], cal_formal=ci["formal"], cal_snr=ci["snr"],
+        cal_label_err=np.full_like(ci["resid"], np.nan) if ci["label_err"] is None else ci["label_err"])
     np.savez(folder / f"{key}_{name}.npz", pred=out["pred"], formal=out["formal"], truth=te.truth,
-             snr_true=te.snr, snr=measured_snr(te.flux, te.flux_err), cal_resid=ci["resid"],
-             cal_formal=ci["formal"], cal_snr=ci["snr"],
-             cal_label_err=np.full_like(ci["resid"], np.nan) if ci["label_err"] is None else ci["label_err"])
+             snr_true=te.snr, snr=measured_snr(te.flux, te.flux_err), fit_s=out["fit_s"],
+             calibrate_s=out["calibrate_s"], predict_s=out["predict_s"], **cal)
+
+
+def saved_run(path):
+    """A saved run's held-out predictions and stats, its error model re-fitted from the
+    saved out-of-fold residuals (None where the run was not calibrated)."""
+    a = dict(np.load(path))
+    total = None
+    if "cal_resid" in a:
+        em = ErrorModel.fit(a["cal_resid"], a["cal_formal"], a["cal_snr"], a["cal_label_err"])
+        total = em.total(a["formal"], a["snr"])
+    a["total"] = total
+    a["stats"] = stats(a["pred"], a["truth"], a["snr_true"], a["formal"], total)
+    return a
+
+
+def reference_run(folder, key, te):
+    """The Cannon's saved run of set-up ``key``, if it holds these held-out stars."""
+    path = Path(folder) / f"{key}_Cannon.npz"
+    if not path.exists():
+        return None
+    a = saved_run(path)
+    if a["truth"].shape != te.truth.shape or not np.allclose(a["truth"], te.truth, equal_nan=True):
+        raise SystemExit(f"{path}: its held-out stars are not this run's (other seed, size or set-up)")
+    return {"pred": a["pred"], "formal": a["formal"], "total": a["total"], "fit_s": float(a.get("fit_s", np.nan)),
+            "calibrate_s": float(a.get("calibrate_s", np.nan)), "predict_s": float(a.get("predict_s", np.nan)),
+            "ood": np.nan, "calibration_inputs": None, "stats": a["stats"], "from": str(path)}
 
 
 def reevaluate(folder):
     """Re-fit each saved run's error model with the current ``ErrorModel`` and print its
     z-spreads on the held-out stars (no training: ``--arrays`` of an earlier run)."""
     for path in sorted(Path(folder).glob("*.npz")):
-        a = np.load(path)
-        em = ErrorModel.fit(a["cal_resid"], a["cal_formal"], a["cal_snr"], a["cal_label_err"])
-        total = em.total(a["formal"], a["snr"])
-        st = stats(a["pred"], a["truth"], a["snr_true"], a["formal"], total)
-        cells = [s for s in st if not np.isnan(s["snr_lo"])]
+        st = saved_run(path)["stats"]
+        cells = [s for s in st if not np.isnan(s["snr_lo"]) and "z_total" in s]
+        if not cells:
+            print(f"{path.stem:20s} not calibrated")
+            continue
         bad = [f"{s['label']}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.3f}" for s in cells
                if not 0.8 <= s["z_total"] <= 1.25]
         overall = " ".join(f"{s['z_total']:.2f}" for s in st if np.isnan(s["snr_lo"]))
         print(f"{path.stem:20s} z_total {overall}; {len(cells) - len(bad)}/{len(cells)} bins in 0.8-1.25"
               + (f"; outside: {', '.join(bad)}" if bad else ""))
+
+
+LABEL_TITLES = {"teff": "Teff", "logg": "log g", "m_h": "[M/H]", "alpha_m": "[α/M]", "fe_h": "[Fe/H]",
+                "mg_fe": "[Mg/Fe]"}
+
+
+def markdown_table(folders):
+    """The markdown table of every run saved in ``folders`` (a later folder's run of the
+    same set-up and method replaces an earlier one): per label the scatter (The Cannon) or
+    its ratio to The Cannon's, and the z-spread of the total error; then how many label x
+    S/N bins have z-spreads within 0.8-1.25, and which do not."""
+    runs = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.npz")):
+            key, name = path.stem.rsplit("_", 1)
+            runs.setdefault(key, {})[name] = saved_run(path)
+    rows, header = [], None
+    for key in [k for k in SETUPS if k in runs]:
+        names = SETUPS[key]["labels"]
+        res = runs[key]
+        if "Cannon" not in res:
+            raise SystemExit(f"no saved run of The Cannon for {key}: the ratios need it")
+        ref = {s["label"]: s["scatter"] for s in res["Cannon"]["stats"] if np.isnan(s["snr_lo"])}
+        if names != header:                     # APOGEE-like has other label names
+            header = names
+            rows += ["| set-up | method | " + " | ".join(LABEL_TITLES.get(n, n) for n in names)
+                     + " | z bins in 0.8–1.25 |", "| --- " * (len(names) + 3) + "|"]
+        for m in [m for m in ("Cannon", "Lux", "SLAM", "CNN") if m in res]:
+            st = res[m]["stats"]
+            ov = {s["label"]: s for s in st if np.isnan(s["snr_lo"])}
+            cells = []
+            for j in sorted(ov):
+                sc = ov[j]["scatter"]
+                val = (f"{sc:.0f} K" if names[j] == "teff" else f"{sc:.3f}") if m == "Cannon" \
+                    else f"{sc / ref[j]:.2f}×"
+                z = ov[j].get("z_total")
+                cells.append(val + ("" if z is None else f", z {z:.2f}"))
+            bins = [s for s in st if not np.isnan(s["snr_lo"]) and "z_total" in s]
+            bad = [f"{LABEL_TITLES.get(names[s['label']], names[s['label']])} {s['snr_lo']:g}–{s['snr_hi']:g}: "
+                   f"{s['z_total']:.3f}" for s in bins if not 0.8 <= s["z_total"] <= 1.25]
+            judged = "not calibrated" if not bins else f"{len(bins) - len(bad)}/{len(bins)}" + (
+                f" ({', '.join(bad)})" if bad else "")
+            rows.append(f"| {key} | {m} | " + " | ".join(cells) + f" | {judged} |")
+    return "\n".join(rows)
 
 
 def stats(pred, truth, snr, formal=None, total=None):
@@ -172,9 +248,16 @@ def main():
     ap.add_argument("--arrays", help="also save each method's predictions and error-model inputs in this folder")
     ap.add_argument("--reevaluate", metavar="FOLDER",
                     help="only re-fit the error models saved by --arrays and print their z-spreads")
+    ap.add_argument("--table", metavar="FOLDER", nargs="+",
+                    help="only print the markdown table of the runs saved by --arrays (later folders win)")
+    ap.add_argument("--reference", metavar="FOLDER",
+                    help="take The Cannon from a run saved by --arrays on the same stars instead of training it")
     a = ap.parse_args()
     if a.reevaluate:
         reevaluate(a.reevaluate)
+        return
+    if a.table:
+        print(markdown_table(a.table))
         return
     cal_folds = {k: int(v) for k, v in (kv.split("=") for kv in a.calibration_folds.split(",") if kv)}
     methods = [m for m in a.methods.split(",") if m]
@@ -197,6 +280,11 @@ def main():
         for m in methods:
             if key == "rave_phot" and m != "CNN" and "rave" in report and m in report["rave"]:
                 res[m] = report["rave"][m]          # photometry changes only the CNN
+                continue
+            ref = reference_run(a.reference, key, te) if a.reference and m == "Cannon" else None
+            if ref is not None:
+                res[m] = ref
+                print(f"  {m}: from {ref['from']}", flush=True)
                 continue
             out = run_method(m, tr, te, spec["photometry"], a.quick, cal_folds)
             out["stats"] = stats(out["pred"], te.truth, te.snr, out["formal"], out["total"])
