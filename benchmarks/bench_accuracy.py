@@ -123,7 +123,8 @@ def save_arrays(folder, key, name, out, te):
     ci = out["calibration_inputs"]
     cal = {} if ci is None else dict(
         cal_resid=ci["resid"], cal_formal=ci["formal"], cal_snr=ci["snr"],
-        cal_label_err=np.full_like(ci["resid"], np.nan) if ci["label_err"] is None else ci["label_err"])
+        cal_label_err=np.full_like(ci["resid"], np.nan) if ci["label_err"] is None else ci["label_err"],
+        cal_labels=ci["labels"])
     np.savez(folder / f"{key}_{name}.npz", pred=out["pred"], formal=out["formal"], truth=te.truth,
              snr_true=te.snr, snr=measured_snr(te.flux, te.flux_err), fit_s=out["fit_s"],
              calibrate_s=out["calibrate_s"], predict_s=out["predict_s"], **cal)
@@ -131,12 +132,13 @@ def save_arrays(folder, key, name, out, te):
 
 def saved_run(path):
     """A saved run's held-out predictions and stats, its error model re-fitted from the
-    saved out-of-fold residuals (None where the run was not calibrated)."""
+    saved out-of-fold residuals (None where the run was not calibrated; without the label
+    term for runs saved before the out-of-fold predictions were)."""
     a = dict(np.load(path))
     total = None
     if "cal_resid" in a:
-        em = ErrorModel.fit(a["cal_resid"], a["cal_formal"], a["cal_snr"], a["cal_label_err"])
-        total = em.total(a["formal"], a["snr"])
+        em = ErrorModel.fit(a["cal_resid"], a["cal_formal"], a["cal_snr"], a["cal_label_err"], a.get("cal_labels"))
+        total = em.total(a["formal"], a["snr"], labels=a["pred"])
     a["total"] = total
     a["stats"] = stats(a["pred"], a["truth"], a["snr_true"], a["formal"], total)
     return a

@@ -145,7 +145,7 @@ class LabelMethod:
         total = None
         em = getattr(self, "error_model_", None)
         if em is not None:
-            total = em.total(err, median_snr(f, e, bad))
+            total = em.total(err, median_snr(f, e, bad), labels=y)
         return Prediction(y, err, quality, total)
 
     # ------------------------------------------------------------- calibrated errors
@@ -204,7 +204,8 @@ class LabelMethod:
         snr = median_snr(f, e, bad)
         #: the error model's inputs (not saved with the model): refit the model from them
         #: with ``ErrorModel.fit(**model.calibration_inputs_)`` without repeating the refits
-        self.calibration_inputs_ = {"resid": pred - y, "formal": formal, "snr": snr, "label_err": ye}
+        self.calibration_inputs_ = {"resid": pred - y, "formal": formal, "snr": snr, "label_err": ye,
+                                    "labels": pred}
         self.error_model_ = ErrorModel.fit(**self.calibration_inputs_)
         report(progress, 1.0, "errors calibrated")
         return self.error_model_

@@ -75,6 +75,53 @@ def test_error_model_ignores_catastrophic_fits():
     np.testing.assert_allclose(em.total(formal, snr)[:, 0], sig, rtol=0.12)
 
 
+def _label_dependent(n, rng):
+    """Out-of-fold results whose model error grows with label 0 (x3.6 from its lowest to its
+    highest tercile) while the formal error knows only the S/N, as SLAM's Teff on hot and
+    cool LAMOST-like stars: (truth, predicted labels, residuals, formal errors, S/N, the true
+    error of each star)."""
+    snr = np.exp(rng.uniform(np.log(30), np.log(150), n))
+    truth = rng.uniform(-1.0, 1.0, (n, 2)) * np.array([1.0, 0.5]) + np.array([0.0, 3.0])
+    formal = np.repeat((1.0 / snr)[:, None], 2, axis=1)
+    sig = np.sqrt(formal**2 + (0.05 * np.exp(np.array([1.1, 0.0]) * truth[:, :1])) ** 2)
+    pred = truth + rng.normal(size=(n, 2)) * sig
+    return truth, pred, formal, snr, sig
+
+
+def test_error_model_follows_the_labels_where_the_error_does():
+    rng = np.random.default_rng(8)
+    truth, pred, formal, snr, _ = _label_dependent(4000, rng)
+    label_err = np.full_like(truth, 0.02)                 # the training labels are noisy
+    labels = truth + rng.normal(size=truth.shape) * label_err
+    t2, p2, f2, s2, sig2 = _label_dependent(4000, rng)    # held-out stars
+    q = np.quantile(t2[:, 0], [0, 1 / 3, 2 / 3, 1])
+    terciles = [(t2[:, 0] >= a) & (t2[:, 0] <= b) for a, b in zip(q[:-1], q[1:], strict=True)]
+
+    def spreads(em):
+        z = (p2 - t2) / em.total(f2, s2, labels=p2)
+        return [zscore_spread(z[t, 0]) for t in terciles] + [zscore_spread(z[t, 1]) for t in terciles]
+
+    flat = ErrorModel.fit(pred - labels, formal, snr, label_err)
+    assert flat.label_slope is None
+    low, mid, high = spreads(flat)[:3]
+    assert low < 0.7 and high > 1.3                         # one floor for every star: wrong at both ends
+    em = ErrorModel.fit(pred - labels, formal, snr, label_err, labels=pred)
+    assert all(0.85 <= s <= 1.18 for s in spreads(em)), spreads(em)
+    assert em.label_slope[0, 0] > 0.4 and abs(em.label_slope[1, 0]) < 0.2   # label 1's error does not depend on it
+    np.testing.assert_allclose(np.median(em.total(f2, s2, labels=p2) / sig2, axis=0), 1.0, atol=0.1)
+    again = ErrorModel.from_arrays(em.to_arrays())
+    np.testing.assert_allclose(again.total(f2, s2, labels=p2), em.total(f2, s2, labels=p2))
+    assert set(em.table(["a", "b"])[0]["label_slope"]) == {"a", "b"}
+    with pytest.raises(ValidationError, match="labels="):
+        em.total(f2, s2)
+    with pytest.raises(ValidationError, match="do not match"):
+        ErrorModel.fit(pred - labels, formal, snr, label_err, labels=pred[:, :1])
+    # a star with a missing predicted label counts as the training mean, not as NaN
+    p3 = p2[:3].copy()
+    p3[0, 0] = np.nan
+    assert np.isfinite(em.total(f2[:3], s2[:3], labels=p3)).all()
+
+
 def _known_noise_set(n, seed, underestimate=2.0):
     """Spectra of a quadratic model whose reported flux errors are ``underestimate`` times
     too small, at S/N 20-200: formal errors are too small by about that factor."""
