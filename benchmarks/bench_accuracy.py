@@ -161,7 +161,8 @@ def reevaluate(folder):
     """Re-fit each saved run's error model with the current ``ErrorModel`` and print its
     z-spreads on the held-out stars (no training: ``--arrays`` of an earlier run)."""
     for path in sorted(Path(folder).glob("*.npz")):
-        st = saved_run(path)["stats"]
+        a = saved_run(path)
+        st = a["stats"]
         cells = [s for s in st if not np.isnan(s["snr_lo"]) and "z_total" in s]
         if not cells:
             print(f"{path.stem:20s} not calibrated")
@@ -169,8 +170,11 @@ def reevaluate(folder):
         bad = [f"{s['label']}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.3f}" for s in cells
                if not 0.8 <= s["z_total"] <= 1.25]
         overall = " ".join(f"{s['z_total']:.2f}" for s in st if np.isnan(s["snr_lo"]))
+        terc = tercile_spreads(a["pred"], a["truth"], a["total"])
+        inside = int(((terc >= 0.8) & (terc <= 1.25)).sum())
         print(f"{path.stem:20s} z_total {overall}; {len(cells) - len(bad)}/{len(cells)} bins in 0.8-1.25"
-              + (f"; outside: {', '.join(bad)}" if bad else ""))
+              + (f"; outside: {', '.join(bad)}" if bad else "")
+              + f"; label-tercile bins {inside}/{terc.size} ({np.nanmin(terc):.2f}-{np.nanmax(terc):.2f})")
 
 
 LABEL_TITLES = {"teff": "Teff", "logg": "log g", "m_h": "[M/H]", "alpha_m": "[α/M]", "fe_h": "[Fe/H]",
@@ -181,7 +185,8 @@ def markdown_table(folders):
     """The markdown table of every run saved in ``folders`` (a later folder's run of the
     same set-up and method replaces an earlier one): per label the scatter (The Cannon) or
     its ratio to The Cannon's, and the z-spread of the total error; then how many label x
-    S/N bins have z-spreads within 0.8-1.25, and which do not."""
+    S/N bins have z-spreads within 0.8-1.25, and which do not, and how many label x
+    true-label-tercile bins (:func:`tercile_spreads`)."""
     runs = {}
     for folder in folders:
         for path in sorted(Path(folder).glob("*.npz")):
@@ -197,7 +202,7 @@ def markdown_table(folders):
         if names != header:                     # APOGEE-like has other label names
             header = names
             rows += ["| set-up | method | " + " | ".join(LABEL_TITLES.get(n, n) for n in names)
-                     + " | z bins in 0.8–1.25 |", "| --- " * (len(names) + 3) + "|"]
+                     + " | z bins in 0.8–1.25 | label-tercile bins |", "| --- " * (len(names) + 4) + "|"]
         for m in [m for m in ("Cannon", "Lux", "SLAM", "CNN") if m in res]:
             st = res[m]["stats"]
             ov = {s["label"]: s for s in st if np.isnan(s["snr_lo"])}
@@ -213,8 +218,24 @@ def markdown_table(folders):
                    f"{s['z_total']:.3f}" for s in bins if not 0.8 <= s["z_total"] <= 1.25]
             judged = "not calibrated" if not bins else f"{len(bins) - len(bad)}/{len(bins)}" + (
                 f" ({', '.join(bad)})" if bad else "")
-            rows.append(f"| {key} | {m} | " + " | ".join(cells) + f" | {judged} |")
+            terc = "" if res[m]["total"] is None else tercile_spreads(res[m]["pred"], res[m]["truth"], res[m]["total"])
+            terc = terc if isinstance(terc, str) else f"{int(((terc >= 0.8) & (terc <= 1.25)).sum())}/{terc.size}"
+            rows.append(f"| {key} | {m} | " + " | ".join(cells) + f" | {judged} | {terc} |")
     return "\n".join(rows)
+
+
+def tercile_spreads(pred, truth, total):
+    """z-spreads of the total error of every label in the terciles of every true label
+    [M (selecting label), 3, M]: calibration star by star, not only on average."""
+    z = (pred - truth) / total
+    m = truth.shape[1]
+    out = np.full((m, 3, m), np.nan)
+    for k in range(m):
+        q = np.nanquantile(truth[:, k], [0, 1 / 3, 2 / 3, 1])
+        for t in range(3):
+            sel = (truth[:, k] >= q[t]) & (truth[:, k] <= q[t + 1])
+            out[k, t] = [zscore_spread(z[sel, j]) for j in range(m)]
+    return out
 
 
 def stats(pred, truth, snr, formal=None, total=None):
@@ -300,14 +321,14 @@ def main():
                             tr.labels, te.flux if not spec["photometry"] else np.hstack([te.flux, te.photometry]))
         res["ridge"] = {"pred": yr, "stats": stats(yr, te.truth, te.snr), "fit_s": time.perf_counter() - t}
         report[key] = res
-        print_table(key, spec, names, res, methods)
+        print_table(key, spec, names, res, methods, te.truth)
     if a.json:
         Path(a.json).write_text(json.dumps({k: {m: {kk: vv for kk, vv in r.items()
                                                     if kk not in ("pred", "formal", "total", "calibration_inputs")}
                                                 for m, r in v.items()} for k, v in report.items()}, indent=1))
 
 
-def print_table(key, spec, names, res, methods):
+def print_table(key, spec, names, res, methods, truth):
     overall = {m: {s["label"]: s for s in r["stats"] if np.isnan(s["snr_lo"])} for m, r in res.items()}
     ref = overall["Cannon"]
     print(f"\n{'method':8s} {'label':8s} {'scatter':>9s} {'bias':>9s} {'/Cannon':>8s} {'z_formal':>8s} "
@@ -331,8 +352,11 @@ def print_table(key, spec, names, res, methods):
             continue
         bad = [f"{names[s['label']]}:{s['snr_lo']:g}-{s['snr_hi']:g}={s['z_total']:.3f}" for s in cells
                if not 0.8 <= s["z_total"] <= 1.25]
+        terc = tercile_spreads(res[m]["pred"], truth, res[m]["total"])
+        inside = int(((terc >= 0.8) & (terc <= 1.25)).sum())
         print(f"  {m:7s} {len(cells) - len(bad)}/{len(cells)} bins within 0.8-1.25" +
-              (f"; outside: {', '.join(bad)}" if bad else ""))
+              (f"; outside: {', '.join(bad)}" if bad else "") +
+              f"; in true-label terciles {inside}/{terc.size} ({np.nanmin(terc):.2f}-{np.nanmax(terc):.2f})")
     print(f"accuracy targets missed in {key}: {', '.join(misses) if misses else 'none'}", flush=True)
 
 
