@@ -29,10 +29,10 @@ solver (``refine_tol=0``: libsvm's exact refinement would take ~80 min there). E
 calibrated by 3-fold refits, the CNN's by 5-fold (refits on 80 % of the stars: its 2-fold
 refits, trained on half, overestimated the errors by 20-25 % in 7 of 20 bins; 5-fold costs
 ~4x the CNN's fit). ``--calibration-folds CNN=2`` (or ``CNN=0``: accuracy only) for a
-quicker run. ``--arrays DIR`` keeps each run's
-predictions and error-model inputs; ``--reevaluate DIR`` re-fits the error models from them
-and prints the z-spreads without training anything; ``--table DIR ...`` prints the markdown
-table of every saved run (later folders win), re-fitting the error models the same way.
+quicker run. ``--arrays DIR`` keeps each run's predictions and error-model inputs;
+``--reevaluate DIR`` re-fits the error models from them and prints the z-spreads without
+training anything; ``--table DIR ...`` prints the markdown table of every saved run (later
+folders win), re-fitting the error models the same way.
 ``--reference DIR`` takes The Cannon's held-out predictions and error model from a saved run
 of the same stars instead of training it again (checked: the held-out truths must match).
 Targets (issue #14): each method <= 1.0 x The Cannon on every label in its paper's set-up
