@@ -155,11 +155,17 @@ class LabelMethod:
         (override), so each refit costs one training, not another search."""
         return self.get_params()
 
+    def _refit_model(self):
+        """An unfitted model for one K-fold refit of :meth:`calibrate_errors`: by default a
+        new instance with :meth:`_refit_params`; override to carry fitted choices that are
+        not parameters (SLAM's per-pixel hyper-parameters)."""
+        return type(self)(**self._refit_params())
+
     def calibrate_errors(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
                          n_folds: int = DEFAULT_CALIBRATION_FOLDS, progress=None):
         """Fit the calibrated total-error model (:mod:`labelcore.methods.calibration`) from
         ``n_folds``-fold out-of-fold predictions of these stars (normally the training
-        set): a copy of the model with :meth:`_refit_params` is trained on K-1 folds and
+        set): a copy of the model (:meth:`_refit_model`) is trained on K-1 folds and
         predicts the K-th. Stars with missing labels count for the labels they have.
         Sets ``error_model_`` (saved with the model) and returns it; from then on
         :meth:`predict_details` also returns ``total_errors``.
@@ -190,10 +196,9 @@ class LabelMethod:
         fold = np.random.default_rng(int(getattr(self, "random_state", 0) or 0) + 7).permutation(np.arange(n) % k)
         pred, formal = np.full(y.shape, np.nan), np.full(y.shape, np.nan)
         fnan = np.where(bad, np.nan, f)
-        params = self._refit_params()
         for i in range(k):
             tr, te = fold != i, fold == i
-            sub = type(self)(**params)
+            sub = self._refit_model()
             step = None if progress is None else \
                 (lambda fr, msg, i=i: progress((i + fr) / k, f"error calibration, fold {i + 1}/{k}: {msg}"))
             sub._fit_quietly(fnan[tr], y[tr], flux_err=None if e is None else e[tr],

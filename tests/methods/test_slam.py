@@ -87,6 +87,31 @@ def test_per_pixel_hyperparameters_and_diagnostics(model):
     assert np.all(np.abs(model.cv_md_) < 0.1)
 
 
+def test_calibration_refits_keep_the_per_pixel_choice(model, data):
+    """The error calibration's refits keep the fitted per-pixel (C, gamma) and model
+    variances and skip the CV grid: refitted on the same stars, a refit is the final model
+    (same coefficients, same labels), and on a subset it keeps every pixel's choice."""
+    f, e, y = data.flux[:700], data.flux_err[:700], data.labels[:700]
+    sub = model._refit_model()
+    assert sub.get_params() == model.get_params()
+    sub.fit(f, y, flux_err=e, label_names=NAMES)
+    assert np.isnan(sub.cv_mse_grid_).all() and not sub.cv_refined_grid_.any()
+    np.testing.assert_array_equal(sub.C_, model.C_)
+    np.testing.assert_array_equal(sub.gamma_index_, model.gamma_index_)
+    np.testing.assert_array_equal(sub.cv_mse_, model.cv_mse_)
+    np.testing.assert_allclose(sub.bias_, model.bias_, atol=1e-9)
+    np.testing.assert_allclose(sub._flux_std(model.x_train_[:50]), model._flux_std(model.x_train_[:50]),
+                               atol=1e-8)
+    np.testing.assert_allclose(sub.predict(data.flux[700:760], flux_err=data.flux_err[700:760]),
+                               model.predict(data.flux[700:760], flux_err=data.flux_err[700:760]),
+                               rtol=1e-6, atol=1e-6)
+    part = model._refit_model().fit(f[:400], y[:400], flux_err=e[:400], label_names=NAMES)
+    np.testing.assert_array_equal(part.gamma_, model.gamma_)
+    assert not np.allclose(part.bias_, model.bias_)
+    with pytest.raises(ValidationError, match="per-pixel"):
+        model._refit_model().fit(f[:, :500], y, flux_err=e[:, :500], label_names=NAMES)
+
+
 def test_close_calls_are_decided_by_exact_svrs(model, data):
     """Grid points within ``refine_tol`` of a pixel's minimum get exact CV MSEs: those of
     scikit-learn's SVR (libsvm) on the same folds, to libsvm's own tolerance."""

@@ -335,10 +335,18 @@ class SLAM(LabelMethod):
         """Standardised model flux [S, J] at standardised labels ``xq`` [S, M]."""
         return model_flux(xq, self.gammas_, self.gamma_index_, self.landmarks_, self.coefs_, self.bias_)
 
-    def _train_chunk(self, x, ys, m, Cs, gammas, progress=None, frac=(0.0, 1.0)):
+    def _train_chunk(self, x, ys, m, Cs, gammas, progress=None, frac=(0.0, 1.0), fixed=None):
         """CV grid, exact refinement of close calls, choice and final fit for a block of
         pixels: (cv_mse [J, nC, nG], cv_md, C [J], gamma index [J], landmarks per gamma,
-        coefs per gamma, bias [J], refined mask [J, nC, nG])."""
+        coefs per gamma, bias [J], refined mask [J, nC, nG]). With ``fixed`` = (C [J],
+        gamma index [J]) the choice is given: no CV, the grids are NaN."""
+        if fixed is not None:
+            C, gi = (np.asarray(a) for a in fixed)
+            nan = np.full((ys.shape[1], len(Cs), len(gammas)), np.nan)
+            report(progress, frac[1], "SLAM: fitting every pixel at its given (C, gamma)")
+            landmarks, coefs, bias = self._fit_fixed(x, ys, m, np.asarray(C, float), gi, gammas)
+            return PixelBlock(nan, nan.copy(), np.asarray(C, float), gi, landmarks, coefs, bias,
+                              np.zeros(nan.shape, bool))
         mid = frac[0] + 0.8 * (frac[1] - frac[0])
         mse, md, fold = self._cv_grid(x, ys, m, Cs, gammas, progress, (frac[0], mid))
         refined = self._refine_exact(x, ys, m, Cs, gammas, fold, mse, md, progress, (mid, frac[1]))
@@ -349,7 +357,7 @@ class SLAM(LabelMethod):
         landmarks, coefs, bias = self._fit_fixed(x, ys, m, C, gi, gammas)
         return PixelBlock(mse, md, C, gi, landmarks, coefs, bias, refined)
 
-    def _train_pixels(self, x, ys, m, Cs, gammas, progress):
+    def _train_pixels(self, x, ys, m, Cs, gammas, progress, fixed=None):
         """Train every pixel, in ``pixel_chunks`` independent blocks. One block runs here;
         several run through ``dask.compute``, i.e. on the workers of an active
         ``dask.distributed.Client`` (a cluster) or else dask's local scheduler: the same
@@ -358,11 +366,13 @@ class SLAM(LabelMethod):
         J = ys.shape[1]
         n_chunks = int(max(1, min(int(self.pixel_chunks), J)))
         if n_chunks == 1:
-            return [self._train_chunk(x, ys, m, Cs, gammas, progress, (0.0, 0.95))]
+            return [self._train_chunk(x, ys, m, Cs, gammas, progress, (0.0, 0.95), fixed)]
 
         blocks = np.array_split(np.arange(J), n_chunks)
         report(progress, 0.0, f"SLAM: training {J} pixels in {n_chunks} dask tasks")
-        tasks = [dask.delayed(self._train_chunk)(x, ys[:, b], m[:, b], Cs, gammas) for b in blocks]
+        tasks = [dask.delayed(self._train_chunk)(x, ys[:, b], m[:, b], Cs, gammas, None, (0.0, 1.0),
+                                                 None if fixed is None else (fixed[0][b], fixed[1][b]))
+                 for b in blocks]
         return list(dask.compute(*tasks))
 
     # ----------------------------------------------------------------- public API
@@ -425,7 +435,14 @@ class SLAM(LabelMethod):
         x = self.label_scaler_.transform(y)
         ys = np.where(bad, 0.0, self.flux_scaler_.transform(np.where(bad, 0.0, f)))
         Cs, gammas = list(self.C_grid), list(self.gamma_grid)
-        parts = self._train_pixels(x, ys, m, Cs, gammas, progress)
+        fixed = getattr(self, "_fixed_choice", None)
+        if fixed is not None:
+            if len(fixed["C"]) != f.shape[1] or list(fixed["gammas"]) != gammas:
+                raise ValidationError(f"the given per-pixel (C, gamma) are for {len(fixed['C'])} pixels "
+                                      f"and gammas {list(fixed['gammas'])}; this fit has {f.shape[1]} "
+                                      f"pixels and gammas {gammas}")
+        parts = self._train_pixels(x, ys, m, Cs, gammas, progress,
+                                   None if fixed is None else (fixed["C"], fixed["gamma_index"]))
         mse, md, C, gi = (np.concatenate([getattr(p, k) for p in parts])
                           for k in ("cv_mse", "cv_md", "C", "gamma_index"))
         flat = mse.reshape(mse.shape[0], -1)
@@ -435,8 +452,12 @@ class SLAM(LabelMethod):
         self.C_ = C
         self.gamma_ = np.asarray(gammas)[gi]
         self.gamma_index_ = gi
-        self.cv_mse_ = flat[np.arange(flat.shape[0]), best]
-        self.cv_md_ = md.reshape(md.shape[0], -1)[np.arange(flat.shape[0]), best]
+        if fixed is None:
+            self.cv_mse_ = flat[np.arange(flat.shape[0]), best]
+            self.cv_md_ = md.reshape(md.shape[0], -1)[np.arange(flat.shape[0]), best]
+        else:
+            self.cv_mse_ = np.asarray(fixed["cv_mse"], float).copy()
+            self.cv_md_ = np.asarray(fixed["cv_md"], float).copy()
         self.landmarks_, self.coefs_ = [], []
         for g in range(len(gammas)):   # landmarks are the same in every chunk (deterministic)
             have = [p.landmarks[g] for p in parts if p.coefs[g].size]
@@ -461,13 +482,18 @@ class SLAM(LabelMethod):
         report(progress, 1.0, "SLAM fitted")
         return self
 
-    def _refit_params(self) -> dict:
-        """The error calibration's refits use one (C, gamma): the geometric median of the
-        per-pixel C and the gamma most pixels chose (a simpler model than the per-pixel
-        choice, so the calibrated errors err on the large side)."""
-        gi = np.bincount(self.gamma_index_, minlength=len(self.gammas_)).argmax()
-        return {**self.get_params(), "C_grid": (float(np.exp(np.median(np.log(self.C_)))),),
-                "gamma_grid": (float(self.gammas_[gi]),)}
+    def _refit_model(self):
+        """The error calibration's refits keep this fit's per-pixel (C, gamma) and use its
+        per-pixel CV MSE as their model variance (eq. 8): no CV grid, one SVR fit per pixel,
+        and a refit that differs from the final model only in its training stars. (A single
+        (C, gamma) for all pixels, used before, gave APOGEE-like refits whose out-of-fold
+        Teff scatter was *smaller* than the final model's held-out one, 85 vs 95 K, so the
+        calibrated errors came out too small.)"""
+        sub = super()._refit_model()
+        sub._fixed_choice = {"C": self.C_.copy(), "gamma_index": self.gamma_index_.copy(),
+                             "gammas": [float(g) for g in self.gammas_],
+                             "cv_mse": self.cv_mse_.copy(), "cv_md": self.cv_md_.copy()}
+        return sub
 
     def _clean(self, f, bad, y, progress):
         """Section 4.2: leave-1/10-out predictions with mid-grid hyper-parameters
