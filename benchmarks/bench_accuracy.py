@@ -3,7 +3,7 @@
     python benchmarks/bench_accuracy.py [--setups rave,rave_phot,lamost,apogee]
                                         [--methods Cannon,Lux,SLAM,CNN] [--quick] [--json out.json]
                                         [--calibration-folds CNN=5] [--arrays DIR]
-                                        [--reference DIR]
+                                        [--reference DIR] [--set SLAM.refine_tol=0 ...]
     python benchmarks/bench_accuracy.py --reevaluate DIR
     python benchmarks/bench_accuracy.py --table DIR [DIR ...]
 
@@ -42,6 +42,7 @@ Targets (issue #14): each method <= 1.0 x The Cannon on every label in its paper
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -266,6 +267,24 @@ def stats(pred, truth, snr, formal=None, total=None):
     return out
 
 
+def parse_overrides(items):
+    """``["SLAM.refine_tol=0", ...]`` -> {"SLAM": {"refine_tol": 0}}; values are Python
+    literals (numbers, tuples, strings)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.partition(".")
+        if not (sep and dot and param) or method not in PARAMS:
+            raise SystemExit(f"--set {item!r}: expected METHOD.PARAM=VALUE with METHOD one of {sorted(PARAMS)}")
+        if param not in method_class(method)().get_params():
+            raise SystemExit(f"--set {item!r}: {method} has no parameter {param!r}")
+        try:
+            out.setdefault(method, {})[param] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out.setdefault(method, {})[param] = value
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setups", default="rave,rave_phot,lamost,apogee")
@@ -282,7 +301,10 @@ def main():
                     help="only print the markdown table of the runs saved by --arrays (later folders win)")
     ap.add_argument("--reference", metavar="FOLDER",
                     help="take The Cannon from a run saved by --arrays on the same stars instead of training it")
+    ap.add_argument("--set", metavar="METHOD.PARAM=VALUE", action="append", default=[],
+                    help="override a parameter in every set-up, e.g. --set SLAM.refine_tol=0 (repeatable)")
     a = ap.parse_args()
+    overrides = parse_overrides(a.set)
     if a.reevaluate:
         reevaluate(a.reevaluate)
         return
@@ -316,7 +338,8 @@ def main():
                 res[m] = ref
                 print(f"  {m}: from {ref['from']}", flush=True)
                 continue
-            out = run_method(m, tr, te, spec["photometry"], a.quick, cal_folds, SETUP_PARAMS.get(key, {}).get(m))
+            out = run_method(m, tr, te, spec["photometry"], a.quick, cal_folds,
+                             {**SETUP_PARAMS.get(key, {}).get(m, {}), **overrides.get(m, {})})
             out["stats"] = stats(out["pred"], te.truth, te.snr, out["formal"], out["total"])
             res[m] = out
             if a.arrays:
