@@ -276,7 +276,7 @@ def parse_overrides(items):
         method, dot, param = key.partition(".")
         if not (sep and dot and param) or method not in PARAMS:
             raise SystemExit(f"--set {item!r}: expected METHOD.PARAM=VALUE with METHOD one of {sorted(PARAMS)}")
-        if param not in method_class(method)().get_params():
+        if param not in method_class(method)._param_names():
             raise SystemExit(f"--set {item!r}: {method} has no parameter {param!r}")
         try:
             out.setdefault(method, {})[param] = ast.literal_eval(value)

@@ -341,12 +341,11 @@ class SLAM(LabelMethod):
         coefs per gamma, bias [J], refined mask [J, nC, nG]). With ``fixed`` = (C [J],
         gamma index [J]) the choice is given: no CV, the grids are NaN."""
         if fixed is not None:
-            C, gi = (np.asarray(a) for a in fixed)
+            C, gi = np.asarray(fixed[0], float), np.asarray(fixed[1])
             nan = np.full((ys.shape[1], len(Cs), len(gammas)), np.nan)
             report(progress, frac[1], "SLAM: fitting every pixel at its given (C, gamma)")
-            landmarks, coefs, bias = self._fit_fixed(x, ys, m, np.asarray(C, float), gi, gammas)
-            return PixelBlock(nan, nan.copy(), np.asarray(C, float), gi, landmarks, coefs, bias,
-                              np.zeros(nan.shape, bool))
+            landmarks, coefs, bias = self._fit_fixed(x, ys, m, C, gi, gammas)
+            return PixelBlock(nan, nan.copy(), C, gi, landmarks, coefs, bias, np.zeros(nan.shape, bool))
         mid = frac[0] + 0.8 * (frac[1] - frac[0])
         mse, md, fold = self._cv_grid(x, ys, m, Cs, gammas, progress, (frac[0], mid))
         refined = self._refine_exact(x, ys, m, Cs, gammas, fold, mse, md, progress, (mid, frac[1]))
