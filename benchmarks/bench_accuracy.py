@@ -4,6 +4,7 @@
                                         [--methods Cannon,Lux,SLAM,CNN] [--quick] [--json out.json]
                                         [--calibration-folds CNN=5] [--arrays DIR]
                                         [--reference DIR] [--set SLAM.refine_tol=0 ...]
+                                        [--checkpoint DIR]
     python benchmarks/bench_accuracy.py --reevaluate DIR
     python benchmarks/bench_accuracy.py --table DIR [DIR ...]
 
@@ -33,6 +34,10 @@ quicker run. ``--arrays DIR`` keeps each run's predictions and error-model input
 ``--reevaluate DIR`` re-fits the error models from them and prints the z-spreads without
 training anything; ``--table DIR ...`` prints the markdown table of every saved run (later
 folders win), re-fitting the error models the same way.
+``--checkpoint DIR`` keeps each fitted model (``DIR/<set-up>_<method>/model``) and each
+calibration fold (``.../folds``, :mod:`labelcore.methods.fold_checkpoint`) as soon as it
+is done; the same command with the same folder resumes a run that stopped (the CNN's
+calibrated rows are longer than a working session on 2 cores).
 ``--reference DIR`` takes The Cannon's held-out predictions and error model from a saved run
 of the same stars instead of training it again (checked: the held-out truths must match).
 Targets (issue #14): each method <= 1.0 x The Cannon on every label in its paper's set-up
@@ -57,8 +62,9 @@ from common import ridge_baseline  # noqa: E402
 from labelcore._numerics import median_snr  # noqa: E402
 from labelcore.constants import SNR_BINS  # noqa: E402
 from labelcore.data.synth.datasets import labelled_set  # noqa: E402
-from labelcore.methods import method_class  # noqa: E402
+from labelcore.methods import load_model, method_class  # noqa: E402
 from labelcore.methods.calibration import ErrorModel, zscore_spread  # noqa: E402
+from labelcore.methods.fold_checkpoint import fingerprint  # noqa: E402
 
 SETUPS = {
     "rave": dict(setup="rave", n_train=3000, n_test=2000, labels=("teff", "logg", "m_h", "alpha_m"),
@@ -91,11 +97,18 @@ def draw(spec, quick, seed=2026):
     return d.split(n_tr)
 
 
-def run_method(name, tr, te, photometry, quick, cal_folds=None, setup_params=None):
-    cls = method_class(name)
-    params = {**PARAMS[name], **(QUICK[name] if quick else {}), **(setup_params or {})}
-    phot_tr = tr.photometry if photometry and cls.supports("photometry") else None
-    phot_te = te.photometry if phot_tr is not None else None
+def fitted_model(cls, params, tr, phot_tr, checkpoint=None):
+    """(model fitted on ``tr``, fit seconds). With ``checkpoint`` (a folder) the fitted model
+    is saved there, and a model saved there by an earlier run of the same stars and
+    parameters is loaded instead of fitted again (a run that stopped resumes)."""
+    key = fingerprint(cls.__name__, params, tr.flux, tr.flux_err, tr.labels, tr.label_err, phot_tr)
+    stamp = None if checkpoint is None else Path(checkpoint) / "fit.json"
+    if stamp is not None and stamp.is_file():
+        info = json.loads(stamp.read_text())
+        if info.get("key") != key:
+            raise SystemExit(f"{checkpoint}: holds a fit of other stars or parameters; give another folder")
+        print(f"  {cls.__name__}: fitted model loaded from {checkpoint}", flush=True)
+        return load_model(Path(checkpoint) / "model"), float(info["fit_s"])
     model = cls(**params)
     t = time.perf_counter()
     with warnings.catch_warnings():
@@ -103,11 +116,25 @@ def run_method(name, tr, te, photometry, quick, cal_folds=None, setup_params=Non
         model.fit(tr.flux, tr.labels, flux_err=tr.flux_err, label_err=tr.label_err, photometry=phot_tr,
                   label_names=list(tr.label_names), wave=tr.wave)
     t_fit = time.perf_counter() - t
+    if stamp is not None:
+        model.save(Path(checkpoint) / "model")
+        stamp.write_text(json.dumps({"key": key, "fit_s": t_fit}))     # written last: the model is complete
+    return model, t_fit
+
+
+def run_method(name, tr, te, photometry, quick, cal_folds=None, setup_params=None, checkpoint=None):
+    cls = method_class(name)
+    params = {**PARAMS[name], **(QUICK[name] if quick else {}), **(setup_params or {})}
+    phot_tr = tr.photometry if photometry and cls.supports("photometry") else None
+    phot_te = te.photometry if phot_tr is not None else None
+    model, t_fit = fitted_model(cls, params, tr, phot_tr, checkpoint)
     t = time.perf_counter()
     folds = (cal_folds or {}).get(name, CAL_FOLDS.get(name, 3))
     if folds:                                   # 0: accuracy only, no calibrated errors
         model.calibrate_errors(tr.flux, tr.labels, flux_err=tr.flux_err, label_err=tr.label_err,
-                               photometry=phot_tr, n_folds=folds)
+                               photometry=phot_tr, n_folds=folds,
+                               checkpoint=None if checkpoint is None else Path(checkpoint) / "folds",
+                               progress=None if checkpoint is None else _fold_progress(name))
     t_cal = time.perf_counter() - t
     t = time.perf_counter()
     d = model.predict_details(te.flux, flux_err=te.flux_err, photometry=phot_te)
@@ -115,6 +142,19 @@ def run_method(name, tr, te, photometry, quick, cal_folds=None, setup_params=Non
     return {"pred": d.labels, "formal": d.errors, "total": d.total_errors,
             "fit_s": t_fit, "calibrate_s": t_cal, "predict_s": t_pred, "ood": float(d.quality["ood"].mean()),
             "calibration_inputs": getattr(model, "calibration_inputs_", None)}
+
+
+def _fold_progress(name):
+    """Print each calibration fold as it starts or is loaded (resumable runs are long)."""
+    seen = set()
+
+    def progress(frac, msg):
+        head = msg.split(":")[0]
+        if head.startswith("error calibration") and (head, "loaded" in msg) not in seen:
+            seen.add((head, "loaded" in msg))
+            print(f"  {name}: {head}{' loaded' if 'loaded' in msg else ''} [{time.strftime('%H:%M:%S')}]",
+                  flush=True)
+    return progress
 
 
 def measured_snr(flux, flux_err):
@@ -301,6 +341,9 @@ def main():
                     help="only print the markdown table of the runs saved by --arrays (later folders win)")
     ap.add_argument("--reference", metavar="FOLDER",
                     help="take The Cannon from a run saved by --arrays on the same stars instead of training it")
+    ap.add_argument("--checkpoint", metavar="FOLDER",
+                    help="keep each fitted model and each calibration fold here as soon as it is done; "
+                         "run again with the same folder to resume a run that stopped")
     ap.add_argument("--set", metavar="METHOD.PARAM=VALUE", action="append", default=[],
                     help="override a parameter in every set-up, e.g. --set SLAM.refine_tol=0 (repeatable)")
     a = ap.parse_args()
@@ -339,7 +382,8 @@ def main():
                 print(f"  {m}: from {ref['from']}", flush=True)
                 continue
             out = run_method(m, tr, te, spec["photometry"], a.quick, cal_folds,
-                             {**SETUP_PARAMS.get(key, {}).get(m, {}), **overrides.get(m, {})})
+                             {**SETUP_PARAMS.get(key, {}).get(m, {}), **overrides.get(m, {})},
+                             None if a.checkpoint is None else Path(a.checkpoint) / f"{key}_{m}")
             out["stats"] = stats(out["pred"], te.truth, te.snr, out["formal"], out["total"])
             res[m] = out
             if a.arrays:

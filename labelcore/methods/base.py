@@ -35,6 +35,7 @@ from labelcore.errors import FormatError, LabelcoreError, ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods.calibration import DEFAULT_CALIBRATION_FOLDS, ErrorModel
 from labelcore.methods.calibration import PREFIX as ERR_PREFIX
+from labelcore.methods.fold_checkpoint import FoldCheckpoint, fingerprint
 from labelcore.methods.ood import SpectrumEnvelope
 from labelcore.methods.params import Param, validate_params
 from labelcore.progress import report  # noqa: F401  (the methods' progress helper)
@@ -162,7 +163,7 @@ class LabelMethod:
         return type(self)(**self._refit_params())
 
     def calibrate_errors(self, flux, labels, *, flux_err=None, label_err=None, photometry=None,
-                         n_folds: int = DEFAULT_CALIBRATION_FOLDS, progress=None):
+                         n_folds: int = DEFAULT_CALIBRATION_FOLDS, progress=None, checkpoint=None):
         """Fit the calibrated total-error model (:mod:`labelcore.methods.calibration`) from
         ``n_folds``-fold out-of-fold predictions of these stars (normally the training
         set): a copy of the model (:meth:`_refit_model`) is trained on K-1 folds and
@@ -178,6 +179,13 @@ class LabelMethod:
             K of the K-fold (>= 2; default :data:`~labelcore.methods.calibration.DEFAULT_CALIBRATION_FOLDS`).
         progress : callable, optional
             ``progress(fraction, message)``.
+        checkpoint : path, optional
+            A folder for each fold's out-of-fold predictions, written as soon as the fold
+            is done; called again with the same folder (after a crash, say), the folds
+            already there are loaded instead of refitted. Only folds of the same
+            calibration (method, parameters, K and input arrays, by fingerprint) are
+            reused; a folder holding another calibration's folds is refused
+            (:mod:`labelcore.methods.fold_checkpoint`).
 
         Returns
         -------
@@ -193,11 +201,21 @@ class LabelMethod:
         if n < 5 * k:
             raise ValidationError(f"{n} stars are too few to calibrate errors by {k}-fold refits (need {5 * k})")
         phot = None if photometry is None or not self.uses_photometry else np.asarray(photometry, float)
-        fold = np.random.default_rng(int(getattr(self, "random_state", 0) or 0) + 7).permutation(np.arange(n) % k)
+        seed = int(getattr(self, "random_state", 0) or 0) + 7
+        fold = np.random.default_rng(seed).permutation(np.arange(n) % k)
         pred, formal = np.full(y.shape, np.nan), np.full(y.shape, np.nan)
         fnan = np.where(bad, np.nan, f)
+        ckpt = None
+        if checkpoint is not None:
+            key = fingerprint(type(self).__name__, k, seed, vars(self._refit_model()), fnan, e, y, ye, phot)
+            ckpt = FoldCheckpoint(checkpoint, k, key)
         for i in range(k):
             tr, te = fold != i, fold == i
+            done = None if ckpt is None else ckpt.load(i, np.flatnonzero(te))
+            if done is not None:
+                pred[te], formal[te] = done
+                report(progress, (i + 1) / k, f"error calibration, fold {i + 1}/{k}: loaded from {ckpt.folder}")
+                continue
             sub = self._refit_model()
             step = None if progress is None else \
                 (lambda fr, msg, i=i: progress((i + fr) / k, f"error calibration, fold {i + 1}/{k}: {msg}"))
@@ -206,6 +224,8 @@ class LabelMethod:
                              photometry=None if phot is None else phot[tr], progress=step)
             pred[te], formal[te] = sub.predict(fnan[te], flux_err=None if e is None else e[te],
                                                photometry=None if phot is None else phot[te], return_std=True)
+            if ckpt is not None:
+                ckpt.save(i, np.flatnonzero(te), pred[te], formal[te])
         snr = median_snr(f, e, bad)
         #: the error model's inputs (not saved with the model): refit the model from them
         #: with ``ErrorModel.fit(**model.calibration_inputs_)`` without repeating the refits

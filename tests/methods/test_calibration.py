@@ -165,3 +165,76 @@ def test_calibration_refuses_bad_requests():
         m.calibrate_errors(f[:20], y[:20], flux_err=e[:20], n_folds=5)
     with pytest.raises(ValidationError, match="not fitted"):
         Cannon().calibrate_errors(f, y)
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_a_calibration_that_stops_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """Folds written before a crash are loaded, not refitted, and the error model is the
+    one an uninterrupted calibration gives; another calibration's folds are refused."""
+    y, f, e, snr = _known_noise_set(400, 6)
+    m = Cannon().fit(f, y, flux_err=e)
+    full = m.calibrate_errors(f, y, flux_err=e, n_folds=4).to_arrays()
+    full_resid = m.calibration_inputs_["resid"].copy()
+    ck = tmp_path / "folds"
+    fits = []
+    real_fit = Cannon.fit
+
+    def counting_fit(self, *a, **kw):
+        fits.append(1)
+        if crash_at is not None and len(fits) == crash_at:
+            raise _Crash("killed")
+        return real_fit(self, *a, **kw)
+
+    monkeypatch.setattr(Cannon, "fit", counting_fit)
+    crash_at = 3                                   # folds 1 and 2 finish, fold 3 dies
+    with pytest.raises(_Crash):
+        m.calibrate_errors(f, y, flux_err=e, n_folds=4, checkpoint=ck)
+    assert sorted(p.name for p in ck.iterdir()) == ["fold-1-of-4.npz", "fold-2-of-4.npz"]
+    fits.clear()
+    crash_at = None
+    msgs = []
+    resumed = m.calibrate_errors(f, y, flux_err=e, n_folds=4, checkpoint=ck,
+                                 progress=lambda fr, msg: msgs.append(msg))
+    assert len(fits) == 2                          # only folds 3 and 4 were refitted
+    assert sum("loaded from" in s for s in msgs) == 2
+    np.testing.assert_array_equal(m.calibration_inputs_["resid"], full_resid)   # The Cannon is deterministic
+    again = resumed.to_arrays()
+    assert again.keys() == full.keys()
+    for k in full:
+        np.testing.assert_allclose(again[k], full[k], rtol=1e-12, err_msg=k)
+    fits.clear()
+    m.calibrate_errors(f, y, flux_err=e, n_folds=4, checkpoint=ck)
+    assert not fits                                # everything from the checkpoint
+    # other labels (or stars, parameters, K) with the same folder: refused, nothing overwritten
+    before = (ck / "fold-1-of-4.npz").read_bytes()
+    with pytest.raises(ValidationError, match="another calibration"):
+        m.calibrate_errors(f, y + 0.001, flux_err=e, n_folds=4, checkpoint=ck)
+    assert (ck / "fold-1-of-4.npz").read_bytes() == before
+    # a damaged fold file is reported and that fold refitted
+    (ck / "fold-2-of-4.npz").write_bytes(b"not an npz")
+    fits.clear()
+    with pytest.warns(UserWarning, match="fold-2-of-4.npz is unreadable"):
+        m.calibrate_errors(f, y, flux_err=e, n_folds=4, checkpoint=ck)
+    assert len(fits) == 1
+    with pytest.raises(ValidationError, match="not a folder"):
+        m.calibrate_errors(f, y, flux_err=e, n_folds=4, checkpoint=ck / "fold-1-of-4.npz")
+
+
+
+def test_fold_fingerprints_tell_calibrations_apart():
+    from labelcore.methods.fold_checkpoint import fingerprint
+    a = np.arange(6.0).reshape(2, 3)
+    base = fingerprint("SLAM", 5, {"C": a, "gammas": [0.1, 1.0]}, None)
+    assert base == fingerprint("SLAM", 5, {"gammas": [0.1, 1.0], "C": a.copy()}, None)   # key order
+    b = a.copy()
+    b[1, 2] += 1e-12
+    others = [fingerprint("SLAM", 5, {"C": b, "gammas": [0.1, 1.0]}, None),           # one value
+              fingerprint("SLAM", 5, {"C": a.reshape(3, 2), "gammas": [0.1, 1.0]}, None),  # shape
+              fingerprint("SLAM", 5, {"C": a.astype(np.float32), "gammas": [0.1, 1.0]}, None),
+              fingerprint("SLAM", 4, {"C": a, "gammas": [0.1, 1.0]}, None),           # K
+              fingerprint("SLAM", 5, {"C": a, "gammas": [0.1, 1.0]}, a),              # an extra input
+              fingerprint("Lux", 5, {"C": a, "gammas": [0.1, 1.0]}, None)]
+    assert len({base, *others}) == 7
