@@ -136,6 +136,8 @@ def run_method(name, tr, te, photometry, quick, cal_folds=None, setup_params=Non
                                checkpoint=None if checkpoint is None else Path(checkpoint) / "folds",
                                progress=None if checkpoint is None else _fold_progress(name))
     t_cal = time.perf_counter() - t
+    if folds:                               # folds loaded from a checkpoint count with the time they took
+        t_cal += float(np.nansum(model.calibration_fold_seconds_[model.calibration_folds_loaded_]))
     t = time.perf_counter()
     d = model.predict_details(te.flux, flux_err=te.flux_err, photometry=phot_te)
     t_pred = time.perf_counter() - t

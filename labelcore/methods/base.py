@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -209,13 +210,16 @@ class LabelMethod:
         if checkpoint is not None:
             key = fingerprint(type(self).__name__, k, seed, vars(self._refit_model()), fnan, e, y, ye, phot)
             ckpt = FoldCheckpoint(checkpoint, k, key)
+        seconds, loaded = np.zeros(k), np.zeros(k, bool)
         for i in range(k):
             tr, te = fold != i, fold == i
             done = None if ckpt is None else ckpt.load(i, np.flatnonzero(te))
             if done is not None:
-                pred[te], formal[te] = done
+                pred[te], formal[te], seconds[i] = done
+                loaded[i] = True
                 report(progress, (i + 1) / k, f"error calibration, fold {i + 1}/{k}: loaded from {ckpt.folder}")
                 continue
+            t0 = time.perf_counter()
             sub = self._refit_model()
             step = None if progress is None else \
                 (lambda fr, msg, i=i: progress((i + fr) / k, f"error calibration, fold {i + 1}/{k}: {msg}"))
@@ -224,8 +228,12 @@ class LabelMethod:
                              photometry=None if phot is None else phot[tr], progress=step)
             pred[te], formal[te] = sub.predict(fnan[te], flux_err=None if e is None else e[te],
                                                photometry=None if phot is None else phot[te], return_std=True)
+            seconds[i] = time.perf_counter() - t0
             if ckpt is not None:
-                ckpt.save(i, np.flatnonzero(te), pred[te], formal[te])
+                ckpt.save(i, np.flatnonzero(te), pred[te], formal[te], seconds[i])
+        #: seconds each fold's refit and prediction took (for a fold loaded from a checkpoint,
+        #: when it was computed), and which folds were loaded
+        self.calibration_fold_seconds_, self.calibration_folds_loaded_ = seconds, loaded
         snr = median_snr(f, e, bad)
         #: the error model's inputs (not saved with the model): refit the model from them
         #: with ``ErrorModel.fit(**model.calibration_inputs_)`` without repeating the refits

@@ -82,7 +82,7 @@ class FoldCheckpoint:
         return self.folder / f"fold-{i + 1}-of-{self.n_folds}.npz"
 
     def load(self, i: int, index: np.ndarray):
-        """(pred, formal) of fold ``i`` if its file is there and belongs to this
+        """(pred, formal, seconds the fold took) of fold ``i`` if its file is there and belongs to this
         calibration; None if there is no file or it cannot be read (reported). Raises
         :class:`ValidationError` for a fold of another calibration."""
         p = self.path(i)
@@ -91,6 +91,7 @@ class FoldCheckpoint:
         try:
             with np.load(p, allow_pickle=False) as z:
                 key, idx, pred, formal = str(z["fingerprint"]), z["index"], z["pred"], z["formal"]
+                seconds = float(z["seconds"]) if "seconds" in z else float("nan")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             warnings.warn(f"calibration checkpoint {p} is unreadable ({exc}); refitting that fold",
                           UserWarning, stacklevel=3)
@@ -102,9 +103,9 @@ class FoldCheckpoint:
         if not np.array_equal(idx, index) or pred.shape != (len(index),) + pred.shape[1:] \
                 or formal.shape != pred.shape:
             raise ValidationError(f"calibration checkpoint {p} does not match this calibration's fold {i + 1}")
-        return pred, formal
+        return pred, formal, seconds
 
-    def save(self, i: int, index: np.ndarray, pred: np.ndarray, formal: np.ndarray) -> None:
+    def save(self, i: int, index: np.ndarray, pred: np.ndarray, formal: np.ndarray, seconds: float) -> None:
         """Write fold ``i``'s out-of-fold predictions (atomically)."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -112,4 +113,4 @@ class FoldCheckpoint:
             raise ValidationError(f"cannot write the calibration checkpoint {self.folder}: not a folder") from exc
         with atomic_path(self.path(i), ".npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, fingerprint=np.str_(self.key), index=np.asarray(index), pred=np.asarray(pred, float),
-                     formal=np.asarray(formal, float))
+                     formal=np.asarray(formal, float), seconds=float(seconds))

@@ -199,6 +199,8 @@ def test_a_calibration_that_stops_resumes_from_its_checkpoint(tmp_path, monkeypa
     resumed = m.calibrate_errors(f, y, flux_err=e, n_folds=4, checkpoint=ck,
                                  progress=lambda fr, msg: msgs.append(msg))
     assert len(fits) == 2                          # only folds 3 and 4 were refitted
+    assert m.calibration_folds_loaded_.tolist() == [True, True, False, False]
+    assert (m.calibration_fold_seconds_ > 0).all()  # a loaded fold keeps the time it took
     assert sum("loaded from" in s for s in msgs) == 2
     np.testing.assert_array_equal(m.calibration_inputs_["resid"], full_resid)   # The Cannon is deterministic
     again = resumed.to_arrays()
