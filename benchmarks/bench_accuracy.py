@@ -35,7 +35,7 @@ quicker run. ``--arrays DIR`` keeps each run's predictions and error-model input
 training anything; ``--table DIR ...`` prints the markdown table of every saved run (later
 folders win), re-fitting the error models the same way.
 ``--checkpoint DIR`` keeps each fitted model (``DIR/<set-up>_<method>/model``) and each
-calibration fold (``.../folds``, :mod:`labelcore.methods.fold_checkpoint`) as soon as it
+calibration fold (``.../folds``, :mod:`labelcore.methods.checkpoints`) as soon as it
 is done; the same command with the same folder resumes a run that stopped (the CNN's
 calibrated rows are longer than a working session on 2 cores).
 ``--reference DIR`` takes The Cannon's held-out predictions and error model from a saved run
@@ -64,7 +64,7 @@ from labelcore.constants import SNR_BINS  # noqa: E402
 from labelcore.data.synth.datasets import labelled_set  # noqa: E402
 from labelcore.methods import load_model, method_class  # noqa: E402
 from labelcore.methods.calibration import ErrorModel, zscore_spread  # noqa: E402
-from labelcore.methods.fold_checkpoint import fingerprint  # noqa: E402
+from labelcore.methods.checkpoints import fingerprint  # noqa: E402
 
 SETUPS = {
     "rave": dict(setup="rave", n_train=3000, n_test=2000, labels=("teff", "logg", "m_h", "alpha_m"),

@@ -36,7 +36,7 @@ from labelcore.errors import FormatError, LabelcoreError, ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods.calibration import DEFAULT_CALIBRATION_FOLDS, ErrorModel
 from labelcore.methods.calibration import PREFIX as ERR_PREFIX
-from labelcore.methods.fold_checkpoint import FoldCheckpoint, fingerprint
+from labelcore.methods.checkpoints import FoldCheckpoint, fingerprint
 from labelcore.methods.ood import SpectrumEnvelope
 from labelcore.methods.params import Param, validate_params
 from labelcore.progress import report  # noqa: F401  (the methods' progress helper)
@@ -185,8 +185,9 @@ class LabelMethod:
             is done; called again with the same folder (after a crash, say), the folds
             already there are loaded instead of refitted. Only folds of the same
             calibration (method, parameters, K and input arrays, by fingerprint) are
-            reused; a folder holding another calibration's folds is refused
-            (:mod:`labelcore.methods.fold_checkpoint`).
+            reused; a folder holding another calibration's folds is refused. Refits of a
+            method with capability ``resumable_fit`` keep their own training state there
+            too, so a fold in progress resumes as well (:mod:`labelcore.methods.checkpoints`).
 
         Returns
         -------
@@ -223,9 +224,10 @@ class LabelMethod:
             sub = self._refit_model()
             step = None if progress is None else \
                 (lambda fr, msg, i=i: progress((i + fr) / k, f"error calibration, fold {i + 1}/{k}: {msg}"))
+            resume = {} if ckpt is None or not sub.supports(caps.RESUMABLE_FIT) else {"checkpoint": ckpt.fit_folder(i)}
             sub._fit_quietly(fnan[tr], y[tr], flux_err=None if e is None else e[tr],
                              label_err=None if ye is None else ye[tr],
-                             photometry=None if phot is None else phot[tr], progress=step)
+                             photometry=None if phot is None else phot[tr], progress=step, **resume)
             pred[te], formal[te] = sub.predict(fnan[te], flux_err=None if e is None else e[te],
                                                photometry=None if phot is None else phot[te], return_std=True)
             seconds[i] = time.perf_counter() - t0

@@ -11,6 +11,8 @@ name                   what the method then implements
 ``learning_curves``    ``learning_curves() -> {table: DataFrame}`` (names: ``curve_tables``)
 ``live_curves``        ``curves_so_far()`` during ``fit`` (called from its progress callback)
 ``fit_quality``        ``predict_details(...).quality`` holds per-star ``chi2`` (and more)
+``resumable_fit``      ``fit(..., checkpoint=folder)`` keeps its training state there and
+                       resumes from it (:mod:`labelcore.methods.checkpoints`)
 =====================  ==============================================================
 """
 
@@ -21,6 +23,7 @@ PHOTOMETRY = "photometry"
 LEARNING_CURVES = "learning_curves"
 LIVE_CURVES = "live_curves"
 FIT_QUALITY = "fit_quality"
+RESUMABLE_FIT = "resumable_fit"
 
 ALL = frozenset({MODEL_SPECTRA, DERIVATIVE_SPECTRA, CODS, PHOTOMETRY, LEARNING_CURVES, LIVE_CURVES,
-                 FIT_QUALITY})
+                 FIT_QUALITY, RESUMABLE_FIT})

@@ -227,7 +227,7 @@ def test_a_calibration_that_stops_resumes_from_its_checkpoint(tmp_path, monkeypa
 
 
 def test_fold_fingerprints_tell_calibrations_apart():
-    from labelcore.methods.fold_checkpoint import fingerprint
+    from labelcore.methods.checkpoints import fingerprint
     a = np.arange(6.0).reshape(2, 3)
     base = fingerprint("SLAM", 5, {"C": a, "gammas": [0.1, 1.0]}, None)
     assert base == fingerprint("SLAM", 5, {"gammas": [0.1, 1.0], "C": a.copy()}, None)   # key order

@@ -1,6 +1,8 @@
 """CNN: the batched ensemble, early stopping and freezing, the 20 % cut, persistence and
 a known-answer test (slow)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -190,3 +192,56 @@ def test_blocks_through_dask_give_the_same_members(small):
     np.testing.assert_allclose(b.final_test_loss_, a.final_test_loss_, rtol=1e-4)
     np.testing.assert_allclose(b.predict_members(small.flux[300:320]), a.predict_members(small.flux[300:320]),
                                rtol=1e-4, atol=1e-3)
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def test_a_training_that_stops_resumes_from_its_checkpoint(small, tmp_path, monkeypatch):
+    """A crash after epoch 3 of 6: the same fit with the same folder loads the saved
+    epochs (its curves start with the crashed run's, bit for bit), runs only the
+    remaining epochs with the optimizer's state carried on, and a finished training is
+    loaded without training at all; another training's folder is refused."""
+    import labelcore.methods.cnn.training as T
+
+    monkeypatch.setattr(T, "CHECKPOINT_SECONDS", 0.0)          # a state after every epoch
+    kw = dict(n_members=2, members_per_model=2, max_epochs=6, patience=10, batch_size=32, random_state=4)
+    f, y = small.flux[:160], small.labels[:160]
+    real = T._EnsembleStopper.on_epoch_end
+    epochs = []
+
+    def counting(self, epoch, logs=None):
+        epochs.append(epoch)
+        real(self, epoch, logs)
+        if kill_after is not None and epoch + 1 == kill_after:
+            raise _Killed
+
+    monkeypatch.setattr(T._EnsembleStopper, "on_epoch_end", counting)
+    kill_after = 3
+    crashed = CNN(**kw)
+    with pytest.raises(_Killed):
+        crashed.fit(f, y, checkpoint=tmp_path / "ck")
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["block-0.npz"]
+    with np.load(tmp_path / "ck" / "block-0.npz") as z:
+        meta = json.loads(str(z["__meta__"]))
+    assert meta["epoch"] == 3 and not meta["done"]
+    saved = meta["curves"]["test_loss"]
+    kill_after, epochs[:] = None, []
+    m = CNN(**kw).fit(f, y, checkpoint=tmp_path / "ck")
+    assert epochs == [3, 4, 5]                                  # only the remaining epochs ran
+    for e in range(2):
+        np.testing.assert_array_equal(m.learning_curves_["test_loss"][e, :3], saved[e])
+        assert np.isfinite(m.learning_curves_["test_loss"][e]).sum() == 6
+    steps = int(np.ceil((160 - round(0.06 * 160)) / 32))
+    assert int(m.models_[0].optimizer.iterations.numpy()) == 6 * steps   # Adam's state went on
+    # the resumed training learns as an uninterrupted one does
+    plain = CNN(**kw).fit(f, y)
+    ratio = m.final_test_loss_ / plain.final_test_loss_
+    assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+    epochs[:] = []
+    again = CNN(**kw).fit(f, y, checkpoint=tmp_path / "ck")
+    assert epochs == []                                         # finished: loaded, not trained
+    np.testing.assert_array_equal(again.predict(small.flux[300:310]), m.predict(small.flux[300:310]))
+    with pytest.raises(ValidationError, match="another CNN training"):
+        CNN(**kw).fit(f, y[::-1].copy(), checkpoint=tmp_path / "ck")

@@ -158,6 +158,8 @@ def test_capabilities_are_present_as_declared(name, toy, fitted):
                 else:
                     getattr(m, attr)()
     assert m.uses_photometry is False            # fitted without photometry
+    # resumable_fit: fit takes checkpoint= exactly when the method declares it
+    assert ("checkpoint" in inspect.signature(m.fit).parameters) == m.supports(capabilities.RESUMABLE_FIT)
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -206,8 +208,14 @@ def test_every_method_calibrates_its_errors(name, toy, fitted, tmp_path):
     f2 = np.vstack([f, f + np.random.default_rng(5).normal(0, 0.005, f.shape)])
     y2, e2 = np.vstack([y, y]), np.vstack([e, e])
     m = clone(m).fit(f2, y2, flux_err=e2, label_names=["teff", "logg"], wave=wave)
-    em = m.calibrate_errors(f2, y2, flux_err=e2, n_folds=2)
+    em = m.calibrate_errors(f2, y2, flux_err=e2, n_folds=2, checkpoint=tmp_path / "folds")
     assert em.alpha.shape == (2,) and np.all(np.isfinite(em.alpha))
+    # called again with its checkpoint, no fold is refitted and the error model is the same
+    again = m.calibrate_errors(f2, y2, flux_err=e2, n_folds=2, checkpoint=tmp_path / "folds")
+    assert m.calibration_folds_loaded_.all()
+    for k, v in em.to_arrays().items():
+        np.testing.assert_array_equal(again.to_arrays()[k], v, err_msg=k)
+    assert (tmp_path / "folds" / "fold-1-of-2-fit").is_dir() == m.supports(capabilities.RESUMABLE_FIT)
     d = m.predict_details(f[:30], flux_err=e[:30])
     assert d.total_errors.shape == (30, 2) and np.isfinite(d.total_errors).all() and (d.total_errors > 0).all()
     assert set(m._refit_params()) == set(m.get_params())

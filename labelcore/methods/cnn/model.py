@@ -61,6 +61,7 @@ from labelcore.data.containers import Labels, Spectra
 from labelcore.errors import ValidationError
 from labelcore.methods import capabilities as caps
 from labelcore.methods.base import LabelMethod, report
+from labelcore.methods.checkpoints import checkpoint_folder, fingerprint
 from labelcore.methods.cnn.network import (
     _group_conv_layer,
     _keras,
@@ -68,7 +69,7 @@ from labelcore.methods.cnn.network import (
     build_ensemble_model,
     masked_mse,
 )
-from labelcore.methods.cnn.training import _EnsembleStopper, _make_dataset
+from labelcore.methods.cnn.training import BlockCheckpoint, _EnsembleStopper, _make_dataset
 from labelcore.methods.params import Param
 from labelcore.progress import ProgressCallback
 
@@ -103,7 +104,7 @@ class CNN(LabelMethod):
 
     name = "CNN"
     _format = "labelcore-cnn"
-    capabilities = frozenset({caps.PHOTOMETRY, caps.LEARNING_CURVES, caps.LIVE_CURVES})
+    capabilities = frozenset({caps.PHOTOMETRY, caps.LEARNING_CURVES, caps.LIVE_CURVES, caps.RESUMABLE_FIT})
     curve_tables = ("epochs", "members")
     quick_params = {"n_members": 10, "max_epochs": 60, "patience": 10}
     param_spec = {
@@ -209,7 +210,7 @@ class CNN(LabelMethod):
     def fit(self, flux: ArrayLike | Spectra, labels: ArrayLike | Labels, *, flux_err: ArrayLike | None = None,
             label_err: ArrayLike | None = None, photometry: ArrayLike | None = None,
             label_names: Sequence[str] | None = None, wave: ArrayLike | None = None,
-            progress: ProgressCallback | None = None) -> Self:
+            progress: ProgressCallback | None = None, checkpoint: str | Path | None = None) -> Self:
         """Train the ensemble (see the class docstring); members stop early on their own
         test sets, the worst ``drop_fraction`` are dropped.
 
@@ -230,6 +231,15 @@ class CNN(LabelMethod):
             The wavelength grid, kept with the model (catalogue prediction checks it).
         progress : callable, optional
             ``progress(fraction, message)``.
+        checkpoint : path, optional
+            A folder for the training state of every ensemble block (weights, Adam's
+            moments, the early-stopping state and learning curves; written atomically
+            at most :data:`~labelcore.methods.cnn.training.CHECKPOINT_SECONDS` apart and
+            when a block ends). Called again with the same folder, the same training
+            resumes from there: finished blocks are loaded, a block in progress goes on
+            from its last saved epoch (statistically the same training, not bit for bit:
+            the mini-batch order after the resume differs). A folder holding another
+            training (other stars, labels or parameters) is refused.
 
         Returns
         -------
@@ -279,10 +289,15 @@ class CNN(LabelMethod):
             blocks.append((np.stack([s[n_test:] for s in split]), np.stack([s[:n_test] for s in split]), done))
             done += E
         dims = (f.shape[1], y.shape[1])
+        ck = None
+        if checkpoint is not None:
+            ck = checkpoint_folder(checkpoint)
+            params = {k: v for k, v in self.get_params().items() if k not in ("use_dask", "drop_fraction")}
+            ck = (ck, fingerprint("CNN", params, X, p, Yn, W))
         if self.use_dask and len(blocks) > 1:
 
             report(progress, 0.0, f"CNN: {len(blocks)} ensemble blocks as dask tasks")
-            tasks = [dask.delayed(self._fit_block_portable)(X, p, Yn, W, tr, te, off, E_total, dims)
+            tasks = [dask.delayed(self._fit_block_portable)(X, p, Yn, W, tr, te, off, E_total, dims, ck)
                      for tr, te, off in blocks]
             results = []
             for (tr, _te, off), (weights, cbstate) in zip(blocks, dask.compute(*tasks), strict=True):
@@ -292,7 +307,7 @@ class CNN(LabelMethod):
         else:
             results = []
             for tr, te, off in blocks:
-                model, cb = self._fit_block(X, p, Yn, W, tr, te, off, E_total, dims, progress)
+                model, cb = self._fit_block(X, p, Yn, W, tr, te, off, E_total, dims, progress, ck)
                 self._stoppers.append(cb)
                 results.append((model, (cb.curves, cb.stop_epoch, cb.final_test)))
         curves = {"train_loss": [], "test_loss": [], "test_mae": []}
@@ -323,22 +338,35 @@ class CNN(LabelMethod):
         return build_ensemble_model(dims[0], dims[1], E, self.n_phot_, tuple(self.dense_units),
                                     self.dropout, seed=int(self.random_state) + offset)
 
-    def _fit_block(self, X, p, Yn, W, train_idx, test_idx, offset, E_total, dims, progress=None):
-        """Train one batched block of members (seeded by its offset in the ensemble)."""
+    def _fit_block(self, X, p, Yn, W, train_idx, test_idx, offset, E_total, dims, progress=None, ck=None):
+        """Train one batched block of members (seeded by its offset in the ensemble). With
+        ``ck`` = (folder, fingerprint of the training) its state is kept in
+        ``folder/block-<offset>.npz`` and training resumes from a state found there."""
         keras = _keras()
         keras.utils.set_random_seed(int(self.random_state) * 7919 + offset)
         model = self._build(dims, train_idx.shape[0], offset)
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=masked_mse,
                       metrics=[_member_loss_metric(train_idx.shape[0])])
         data = _make_dataset(X, p, Yn, W, train_idx, int(self.batch_size), int(self.random_state) + offset)
+        saver = None
+        if ck is not None:
+            saver = BlockCheckpoint(Path(ck[0]) / f"block-{offset}.npz",
+                                    fingerprint(ck[1], offset, train_idx, test_idx), model, data)
         cb = _EnsembleStopper(self, model, train_idx.shape[0], X, p, Yn, W, train_idx, test_idx, progress,
-                              offset, E_total)
+                              offset, E_total, saver)
+        start, done = (0, False) if saver is None else saver.resume(cb)
+        if start:
+            report(progress, offset / E_total, f"CNN: block at member {offset} resumed after epoch {start}"
+                   + (" (finished)" if done else ""))
         self._training_block = cb       # read by curves_so_far() while it trains
         try:
-            model.fit(data, epochs=int(self.max_epochs), callbacks=[cb], verbose=0)
+            if not done and start < int(self.max_epochs):
+                model.fit(data, initial_epoch=start, epochs=int(self.max_epochs), callbacks=[cb], verbose=0)
         finally:
             self._training_block = None
         cb.finish()
+        if saver is not None:
+            saver.save(cb, done=True)
         return model, cb
 
     def curves_so_far(self):
@@ -362,10 +390,10 @@ class CNN(LabelMethod):
                                           "training": bool(cb.active[e]) and cb is live}))
         return pd.concat(rows, ignore_index=True) if rows else None
 
-    def _fit_block_portable(self, X, p, Yn, W, train_idx, test_idx, offset, E_total, dims):
+    def _fit_block_portable(self, X, p, Yn, W, train_idx, test_idx, offset, E_total, dims, ck=None):
         """:meth:`_fit_block` for a dask worker: returns plain arrays (the weights and the
         learning-curve state), which travel between processes and machines."""
-        model, cb = self._fit_block(X, p, Yn, W, train_idx, test_idx, offset, E_total, dims)
+        model, cb = self._fit_block(X, p, Yn, W, train_idx, test_idx, offset, E_total, dims, None, ck)
         return [np.asarray(w) for w in model.get_weights()], (cb.curves, cb.stop_epoch, cb.final_test)
 
     # ------------------------------------------------------------------ prediction

@@ -4,10 +4,14 @@ stopping / freezing / learning-curve callback (see :mod:`labelcore.methods.cnn`)
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import numpy as np
 
+from labelcore.errors import ValidationError
 from labelcore.methods.base import report
+from labelcore.methods.checkpoints import read_state, write_state
 from labelcore.methods.cnn.network import _keras, _member_slices
 
 
@@ -59,8 +63,9 @@ class _EnsembleStopper:
         obj = base.__new__(klass)
         return obj
 
-    def __init__(self, owner, model, E, X, P, Y, W, train_idx, test_idx, progress, offset, total):
+    def __init__(self, owner, model, E, X, P, Y, W, train_idx, test_idx, progress, offset, total, saver=None):
         _keras_callback_base().__init__(self)
+        self.saver = saver
         self.owner, self.net, self.E = owner, model, E
         self.X, self.P, self.Y, self.W = X, P, Y, W
         self.train_idx, self.test_idx = train_idx, test_idx
@@ -136,6 +141,8 @@ class _EnsembleStopper:
                     self.final_test[e] = self.best[e]
         # frozen members are written back to their stop-time weights
         self._members_set(self.frozen)
+        if self.saver is not None and (self.saver.due() or not self.active.any()):
+            self.saver.save(self)
         done = (~self.active).sum() + self.active.sum() * (epoch + 1) / self.owner.max_epochs
         frac = (self.offset + done) / self.total
         report(self.progress, min(frac, 0.999),
@@ -152,3 +159,73 @@ class _EnsembleStopper:
                 self.frozen[e] = self.best_w[e]
                 self.final_test[e] = self.best[e]
         self._members_set(self.frozen)
+
+
+#: a block in training writes its checkpoint when this many seconds have passed since the
+#: last one (checked at the end of every epoch) and when it ends: a crash loses at most
+#: about a minute and an epoch
+CHECKPOINT_SECONDS = 60.0
+
+_STOPPER_ARRAYS = ("best", "wait", "active", "stop_epoch", "final_test")
+
+
+class BlockCheckpoint:
+    """The training state of one ensemble block in one npz file
+    (:mod:`labelcore.methods.checkpoints`): the model's variables (weights and the dropout
+    layers' seed states), the optimizer's variables (Adam's step, moments), the
+    early-stopping state (best losses, patience counters, active and frozen members and
+    their weights), the learning curves, and the mini-batch generator's random state."""
+
+    def __init__(self, path: Path, key: str, model, data):
+        self.path, self.key, self.model, self.data = Path(path), key, model, data
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= CHECKPOINT_SECONDS
+
+    def save(self, cb, done: bool = False) -> None:
+        epoch = max(len(c) for c in cb.curves["test_loss"])
+        model_vars = self.model.variables      # the weights and the dropout layers' seed states
+        arrays = {f"w{i}": np.asarray(v.numpy()) for i, v in enumerate(model_vars)}
+        opt = self.model.optimizer.variables
+        arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(opt)})
+        arrays.update({f"cb_{k}": getattr(cb, k) for k in _STOPPER_ARRAYS})
+        for kind in ("frozen", "best_w"):
+            for e, ws in getattr(cb, kind).items():
+                if ws is not None:
+                    arrays.update({f"{kind}_{e}_{i}": w for i, w in enumerate(ws)})
+        meta = {"epoch": epoch, "done": bool(done), "n_weights": len(model_vars), "n_opt": len(opt),
+                "frozen": {str(e): None if ws is None else len(ws) for e, ws in cb.frozen.items()},
+                "best_w": {str(e): len(ws) for e, ws in cb.best_w.items()},
+                "curves": cb.curves, "rng": self.data.rng.bit_generator.state}
+        write_state(self.path, self.key, arrays, meta)
+        self.last = time.monotonic()
+
+    def resume(self, cb):
+        """Restore a saved state into the model, optimizer, callback ``cb`` and batch
+        generator: (epochs already trained, whether the block had finished); (0, False)
+        when there is no state to resume."""
+        got = read_state(self.path, self.key, "another CNN training (other stars, labels or parameters)")
+        if got is None:
+            return 0, False
+        a, meta = got
+        model_vars = self.model.variables
+        if meta["n_weights"] != len(model_vars):
+            raise ValidationError(f"the checkpoint {self.path} holds another network")
+        for i, v in enumerate(model_vars):
+            v.assign(a[f"w{i}"])
+        opt = self.model.optimizer
+        opt.build(self.model.trainable_variables)
+        if meta["n_opt"] != len(opt.variables):
+            raise ValidationError(f"the checkpoint {self.path} holds another optimizer state")
+        for i, v in enumerate(opt.variables):
+            v.assign(a[f"o{i}"])
+        for k in _STOPPER_ARRAYS:
+            setattr(cb, k, a[f"cb_{k}"].copy())
+        cb.frozen = {int(e): None if n is None else [a[f"frozen_{e}_{i}"] for i in range(n)]
+                     for e, n in meta["frozen"].items()}
+        cb.best_w = {int(e): [a[f"best_w_{e}_{i}"] for i in range(n)] for e, n in meta["best_w"].items()}
+        cb.curves = {k: [list(map(float, c)) for c in v] for k, v in meta["curves"].items()}
+        self.data.rng.bit_generator.state = meta["rng"]
+        self.data.perm = self.data._shuffle()
+        return int(meta["epoch"]), bool(meta["done"])
