@@ -34,10 +34,11 @@ quicker run. ``--arrays DIR`` keeps each run's predictions and error-model input
 ``--reevaluate DIR`` re-fits the error models from them and prints the z-spreads without
 training anything; ``--table DIR ...`` prints the markdown table of every saved run (later
 folders win), re-fitting the error models the same way.
-``--checkpoint DIR`` keeps each fitted model (``DIR/<set-up>_<method>/model``) and each
-calibration fold (``.../folds``, :mod:`labelcore.methods.checkpoints`) as soon as it
-is done; the same command with the same folder resumes a run that stopped (the CNN's
-calibrated rows are longer than a working session on 2 cores).
+``--checkpoint DIR`` keeps each fitted model (``DIR/<set-up>_<method>/model``), each
+calibration fold (``.../folds``) and the CNN's training state (``.../fit``, and per fold)
+as soon as they are done (:mod:`labelcore.methods.checkpoints`); the same command with the
+same folder resumes a run that stopped (the CNN's calibrated rows and its APOGEE-like fit
+are longer than a working session on 2 cores).
 ``--reference DIR`` takes The Cannon's held-out predictions and error model from a saved run
 of the same stars instead of training it again (checked: the held-out truths must match).
 Targets (issue #14): each method <= 1.0 x The Cannon on every label in its paper's set-up
@@ -100,7 +101,9 @@ def draw(spec, quick, seed=2026):
 def fitted_model(cls, params, tr, phot_tr, checkpoint=None):
     """(model fitted on ``tr``, fit seconds). With ``checkpoint`` (a folder) the fitted model
     is saved there, and a model saved there by an earlier run of the same stars and
-    parameters is loaded instead of fitted again (a run that stopped resumes)."""
+    parameters is loaded instead of fitted again; a method with ``resumable_fit`` (the
+    CNN) keeps its training state in ``checkpoint/fit`` too, so a fit that stopped
+    resumes (its seconds count the part done before the resume)."""
     key = fingerprint(cls.__name__, params, tr.flux, tr.flux_err, tr.labels, tr.label_err, phot_tr)
     stamp = None if checkpoint is None else Path(checkpoint) / "fit.json"
     if stamp is not None and stamp.is_file():
@@ -110,12 +113,14 @@ def fitted_model(cls, params, tr, phot_tr, checkpoint=None):
         print(f"  {cls.__name__}: fitted model loaded from {checkpoint}", flush=True)
         return load_model(Path(checkpoint) / "model"), float(info["fit_s"])
     model = cls(**params)
+    resume = {"checkpoint": Path(checkpoint) / "fit"} if checkpoint is not None and cls.supports("resumable_fit") \
+        else {}
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model.fit(tr.flux, tr.labels, flux_err=tr.flux_err, label_err=tr.label_err, photometry=phot_tr,
-                  label_names=list(tr.label_names), wave=tr.wave)
-    t_fit = time.perf_counter() - t
+                  label_names=list(tr.label_names), wave=tr.wave, **resume)
+    t_fit = time.perf_counter() - t + float(getattr(model, "resumed_seconds_", 0.0))   # with a resumed part
     if stamp is not None:
         model.save(Path(checkpoint) / "model")
         stamp.write_text(json.dumps({"key": key, "fit_s": t_fit}))     # written last: the model is complete

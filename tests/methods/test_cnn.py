@@ -230,6 +230,7 @@ def test_a_training_that_stops_resumes_from_its_checkpoint(small, tmp_path, monk
     kill_after, epochs[:] = None, []
     m = CNN(**kw).fit(f, y, checkpoint=tmp_path / "ck")
     assert epochs == [3, 4, 5]                                  # only the remaining epochs ran
+    assert m.resumed_seconds_ > 0                               # the saved part's training time
     for e in range(2):
         np.testing.assert_array_equal(m.learning_curves_["test_loss"][e, :3], saved[e])
         assert np.isfinite(m.learning_curves_["test_loss"][e]).sum() == 6
@@ -237,6 +238,7 @@ def test_a_training_that_stops_resumes_from_its_checkpoint(small, tmp_path, monk
     assert int(m.models_[0].optimizer.iterations.numpy()) == 6 * steps   # Adam's state went on
     # the resumed training learns as an uninterrupted one does
     plain = CNN(**kw).fit(f, y)
+    assert plain.resumed_seconds_ == 0
     ratio = m.final_test_loss_ / plain.final_test_loss_
     assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
     epochs[:] = []

@@ -329,6 +329,8 @@ class CNN(LabelMethod):
         if not keep.any():
             keep[np.argmin(self.final_test_loss_)] = True
         self.kept_members_ = keep
+        #: seconds of training loaded from a checkpoint (``fit(checkpoint=)``), not in fit_seconds_
+        self.resumed_seconds_ = float(sum(cb.saver.before for cb in self._stoppers if cb.saver is not None))
         self.fit_seconds_ = time.perf_counter() - t0
         self._fit_envelope(flux, flux_err)
         report(progress, 1.0, f"CNN: kept {int(keep.sum())} of {E_total} members")

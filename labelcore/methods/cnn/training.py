@@ -178,7 +178,8 @@ class BlockCheckpoint:
 
     def __init__(self, path: Path, key: str, model, data):
         self.path, self.key, self.model, self.data = Path(path), key, model, data
-        self.last = time.monotonic()
+        self.last = self.start = time.monotonic()
+        self.before = 0.0       # seconds of training done before a resume (from the state)
 
     def due(self) -> bool:
         return time.monotonic() - self.last >= CHECKPOINT_SECONDS
@@ -197,7 +198,8 @@ class BlockCheckpoint:
         meta = {"epoch": epoch, "done": bool(done), "n_weights": len(model_vars), "n_opt": len(opt),
                 "frozen": {str(e): None if ws is None else len(ws) for e, ws in cb.frozen.items()},
                 "best_w": {str(e): len(ws) for e, ws in cb.best_w.items()},
-                "curves": cb.curves, "rng": self.data.rng.bit_generator.state}
+                "curves": cb.curves, "rng": self.data.rng.bit_generator.state,
+                "seconds": self.before + time.monotonic() - self.start}
         write_state(self.path, self.key, arrays, meta)
         self.last = time.monotonic()
 
@@ -228,4 +230,5 @@ class BlockCheckpoint:
         cb.curves = {k: [list(map(float, c)) for c in v] for k, v in meta["curves"].items()}
         self.data.rng.bit_generator.state = meta["rng"]
         self.data.perm = self.data._shuffle()
+        self.before, self.start = float(meta.get("seconds", 0.0)), time.monotonic()
         return int(meta["epoch"]), bool(meta["done"])
