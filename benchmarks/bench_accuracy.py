@@ -62,6 +62,7 @@ from common import ridge_baseline  # noqa: E402
 
 from labelcore._numerics import median_snr  # noqa: E402
 from labelcore.constants import SNR_BINS  # noqa: E402
+from labelcore.data.io import atomic_path  # noqa: E402
 from labelcore.data.synth.datasets import labelled_set  # noqa: E402
 from labelcore.methods import load_model, method_class  # noqa: E402
 from labelcore.methods.calibration import ErrorModel, zscore_spread  # noqa: E402
@@ -123,7 +124,8 @@ def fitted_model(cls, params, tr, phot_tr, checkpoint=None):
     t_fit = time.perf_counter() - t + float(getattr(model, "resumed_seconds_", 0.0))   # with a resumed part
     if stamp is not None:
         model.save(Path(checkpoint) / "model")
-        stamp.write_text(json.dumps({"key": key, "fit_s": t_fit}))     # written last: the model is complete
+        with atomic_path(stamp, ".json") as tmp:    # written last, whole: the model is complete
+            Path(tmp).write_text(json.dumps({"key": key, "fit_s": t_fit}))
     return model, t_fit
 
 

@@ -234,8 +234,9 @@ class CNN(LabelMethod):
         checkpoint : path, optional
             A folder for the training state of every ensemble block (weights, Adam's
             moments, the early-stopping state and learning curves; written atomically
-            at most :data:`~labelcore.methods.cnn.training.CHECKPOINT_SECONDS` apart and
-            when a block ends). Called again with the same folder, the same training
+            at the end of the first epoch that ends
+            :data:`~labelcore.methods.cnn.training.CHECKPOINT_SECONDS` after the last
+            write, and when a block ends). Called again with the same folder, the same training
             resumes from there: finished blocks are loaded, a block in progress goes on
             from its last saved epoch (statistically the same training, not bit for bit:
             the mini-batch order after the resume differs). A folder holding another
@@ -289,11 +290,10 @@ class CNN(LabelMethod):
             blocks.append((np.stack([s[n_test:] for s in split]), np.stack([s[:n_test] for s in split]), done))
             done += E
         dims = (f.shape[1], y.shape[1])
-        ck = None
+        ck = None       # (folder, fingerprint of this training)
         if checkpoint is not None:
-            ck = checkpoint_folder(checkpoint)
             params = {k: v for k, v in self.get_params().items() if k not in ("use_dask", "drop_fraction")}
-            ck = (ck, fingerprint("CNN", params, X, p, Yn, W))
+            ck = (checkpoint_folder(checkpoint), fingerprint("CNN", params, X, p, Yn, W))
         if self.use_dask and len(blocks) > 1:
 
             report(progress, 0.0, f"CNN: {len(blocks)} ensemble blocks as dask tasks")
