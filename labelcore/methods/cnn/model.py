@@ -69,7 +69,7 @@ from labelcore.methods.cnn.network import (
     build_ensemble_model,
     masked_mse,
 )
-from labelcore.methods.cnn.training import BlockCheckpoint, _EnsembleStopper, _make_dataset
+from labelcore.methods.cnn.training import BlockCheckpoint, _Batches, _EnsembleStopper, train_epochs
 from labelcore.methods.params import Param
 from labelcore.progress import ProgressCallback
 
@@ -349,7 +349,7 @@ class CNN(LabelMethod):
         model = self._build(dims, train_idx.shape[0], offset)
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=masked_mse,
                       metrics=[_member_loss_metric(train_idx.shape[0])])
-        data = _make_dataset(X, p, Yn, W, train_idx, int(self.batch_size), int(self.random_state) + offset)
+        data = _Batches(X, p, Yn, W, train_idx, int(self.batch_size), int(self.random_state) + offset)
         saver = None
         if ck is not None:
             saver = BlockCheckpoint(Path(ck[0]) / f"block-{offset}.npz",
@@ -363,7 +363,7 @@ class CNN(LabelMethod):
         self._training_block = cb       # read by curves_so_far() while it trains
         try:
             if not done and start < int(self.max_epochs):
-                model.fit(data, initial_epoch=start, epochs=int(self.max_epochs), callbacks=[cb], verbose=0)
+                train_epochs(model, data, cb, start, int(self.max_epochs))
         finally:
             self._training_block = None
         cb.finish()
